@@ -1,0 +1,58 @@
+"""bayesglmm — Bayesian generalized linear mixed models on PyMC.
+
+The pipeline, one module per stage: :mod:`~bayesglmm.formula` ->
+:mod:`~bayesglmm.design` -> :mod:`~bayesglmm.priors` -> :mod:`~bayesglmm.model`
+-> :mod:`~bayesglmm.fit` -> :mod:`~bayesglmm.results`.
+"""
+
+from . import datasets
+from .errors import (
+    ArgumentError,
+    BayesGLMMError,
+    ConvergenceWarning,
+    DataError,
+    DataWarning,
+    FamilyError,
+    FitArgumentError,
+    FormulaError,
+    GroupingError,
+    MissingDataError,
+    NewLevelError,
+    PriorError,
+    ResponseError,
+    SamplerUnavailableError,
+)
+from .glmm import GLMM
+from .io import load
+from .priors import exponential, gamma, half_normal, half_student_t, lkj, normal, student_t
+from .results import GLMMResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GLMM",
+    "GLMMResults",
+    "load",
+    "datasets",
+    "normal",
+    "student_t",
+    "exponential",
+    "half_normal",
+    "half_student_t",
+    "gamma",
+    "lkj",
+    "ArgumentError",
+    "BayesGLMMError",
+    "ConvergenceWarning",
+    "DataError",
+    "DataWarning",
+    "FamilyError",
+    "FitArgumentError",
+    "FormulaError",
+    "GroupingError",
+    "MissingDataError",
+    "NewLevelError",
+    "PriorError",
+    "ResponseError",
+    "SamplerUnavailableError",
+]

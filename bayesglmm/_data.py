@@ -1,0 +1,141 @@
+"""Boundary checks on the user's data frame, run before anything is built.
+
+The user's DataFrame is never modified: every function here reads it and, when
+rows must be dropped, returns a new frame.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import formulae as fm
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, DataWarning, FormulaError, GroupingError, MissingDataError
+from .formula import ParsedFormula
+
+NA_ACTIONS = ("error", "drop")
+
+
+def _var_names(expr: str) -> set[str]:
+    try:
+        names = fm.model_description(expr).var_names
+    except Exception as exc:  # formulae raises several parser/scanner errors
+        raise FormulaError(f"cannot parse formula part {expr!r}: {exc}") from exc
+    return {n for n in names if n}
+
+
+def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    """Columns of ``data`` the model uses, in a stable order.
+
+    Raises
+    ------
+    DataError
+        If a variable named in the formula is not a column of ``data``.
+    """
+    names = _var_names(parsed.fixed_formula)
+    for term in parsed.random:
+        names |= _var_names(term.expr)
+        names |= set(term.factors)
+    unknown = sorted(n for n in names if n not in data.columns)
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        raise DataError(f"formula uses {listed}, which {'is' if len(unknown) == 1 else 'are'} not a column of data")
+    return [c for c in data.columns if c in names]
+
+
+def check_data(data: object) -> pd.DataFrame:
+    """Require a non-empty pandas DataFrame with unique column names."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if data.empty:
+        raise DataError("data has no rows")
+    if data.columns.duplicated().any():
+        dup = sorted(set(data.columns[data.columns.duplicated()]))
+        raise DataError(f"data has duplicated column names: {dup}")
+    return data
+
+
+def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> pd.DataFrame:
+    """Return the rows of ``data[columns]`` to model, raising or dropping on NaN.
+
+    The returned frame is a copy holding only ``columns``.
+    """
+    if na_action not in NA_ACTIONS:
+        raise DataError(f"na_action must be one of {NA_ACTIONS}, got {na_action!r}")
+    frame = data.loc[:, columns].copy()
+    missing = frame.isna()
+    bad_rows = missing.any(axis=1)
+    n_bad = int(bad_rows.sum())
+    if n_bad == 0:
+        return frame
+    per_col = ", ".join(f"{c!r} ({int(k)})" for c, k in missing.sum().items() if k)
+    if na_action == "error":
+        raise MissingDataError(
+            f"{n_bad} of {len(frame)} rows have missing values in the columns the model uses: "
+            f"{per_col}. Remove or impute them, or pass na_action='drop' to drop these rows."
+        )
+    if n_bad == len(frame):
+        raise MissingDataError(f"every row has a missing value in {per_col}; nothing is left to fit")
+    warnings.warn(
+        f"dropped {n_bad} of {len(frame)} rows with missing values in {per_col} (na_action='drop')",
+        DataWarning,
+        stacklevel=3,
+    )
+    return frame.loc[~bad_rows]
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Raise if ``values`` holds NaN or infinite entries (e.g. after ``np.log(0)``)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise DataError(
+            f"{what} has {rows.size} row(s) with non-finite values (NaN or inf), "
+            f"first at row position {int(rows[0])}; check transformations such as log of zero"
+        )
+
+
+def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer codes and level labels of the interaction of ``factors``.
+
+    Levels are sorted (categorical columns in their category order) and only
+    levels present in ``frame`` are kept.  Labels of an interaction join the
+    factor levels with ``":"``.
+    """
+    codes = np.zeros(len(frame), dtype=np.int64)
+    labels: list[str] = [""]
+    for i, name in enumerate(factors):
+        col_codes, uniques = pd.factorize(frame[name], sort=True)
+        col_labels = [str(u) for u in uniques]
+        combined = codes * len(col_labels) + col_codes
+        keep, codes = np.unique(combined, return_inverse=True)
+        labels = [
+            (labels[k // len(col_labels)] + ":" if i else "") + col_labels[k % len(col_labels)] for k in keep
+        ]
+    return codes.astype(np.int64), tuple(labels)
+
+
+def level_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:
+    """Group label of every row (factor levels joined with ``":"``)."""
+    labels = frame[factors[0]].astype(str).to_numpy(dtype=object)
+    for name in factors[1:]:
+        labels = labels + ":" + frame[name].astype(str).to_numpy(dtype=object)
+    return labels
+
+
+def level_codes(frame: pd.DataFrame, factors: tuple[str, ...], levels: tuple[str, ...]) -> np.ndarray:
+    """Codes of ``frame``'s groups against the fitted ``levels``; -1 for new levels."""
+    labels = level_labels(frame, factors)
+    lookup = {lab: i for i, lab in enumerate(levels)}
+    return np.array([lookup.get(lab, -1) for lab in labels], dtype=np.int64)
+
+
+def check_group_sizes(group: str, levels: tuple[str, ...]) -> None:
+    """A grouping factor needs at least two levels to have a variance."""
+    if len(levels) < 2:
+        raise GroupingError(
+            f"grouping factor {group!r} has a single level ({levels[0]!r}); "
+            "a random effect needs at least two groups — drop the term or use a fixed effect"
+        )

@@ -1,0 +1,317 @@
+"""Stage 2 — design: turn a parsed formula and a data frame into arrays.
+
+The fixed effects become a dense matrix ``X`` (n × p) with formulae's column
+labels; every random-effect block becomes an integer group index (n,) and a
+small matrix ``Z`` (n × k) of its k terms — never a dense n × (J·k) matrix.
+
+The fixed design also carries the centring and scaling the model uses
+internally (so that unscaled covariates such as ``age**2`` sample well); all
+results are reported back on the user's scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import formulae as fm
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from . import _data
+from .errors import DataError, FormulaError, ResponseError
+from .formula import ParsedFormula, RandomTerm
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class FixedDesign:
+    """Fixed-effects design on the user's scale plus its internal standardisation.
+
+    ``center`` and ``scale`` hold, per column, the shift and divisor used
+    internally (0 and 1 for the intercept column).
+    """
+
+    X: np.ndarray
+    labels: tuple[str, ...]
+    has_intercept: bool
+    center: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def slope_columns(self) -> np.ndarray:
+        """Indices of the non-intercept columns."""
+        return np.array([i for i, lab in enumerate(self.labels) if lab != "Intercept"], dtype=int)
+
+    def standardized(self, X: np.ndarray) -> np.ndarray:
+        """Centred and scaled non-intercept columns of ``X`` (any rows)."""
+        cols = self.slope_columns
+        return (X[:, cols] - self.center[cols]) / self.scale[cols]
+
+
+@dataclass(frozen=True)
+class GroupBlock:
+    """One random-effect block: k terms varying over the J levels of a factor."""
+
+    name: str
+    group: str
+    factors: tuple[str, ...]
+    expr: str
+    terms: tuple[str, ...]
+    correlated: bool
+    Z: np.ndarray
+    idx: np.ndarray
+    levels: tuple[str, ...]
+    z_scale: np.ndarray
+
+    @property
+    def intercept_only(self) -> bool:
+        """True when the block is a plain random intercept."""
+        return self.terms == ("Intercept",)
+
+
+@dataclass(frozen=True)
+class NewData:
+    """Arrays for evaluating the fitted model's linear predictor on new rows."""
+
+    X: np.ndarray
+    offset: np.ndarray
+    trials: np.ndarray | None
+    Z: tuple[np.ndarray, ...]
+    idx: tuple[np.ndarray, ...]
+    new_level: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything the model builder needs, computed once from formula and data."""
+
+    parsed: ParsedFormula
+    data: pd.DataFrame
+    y: np.ndarray
+    trials: np.ndarray | None
+    offset: np.ndarray | None
+    fixed: FixedDesign
+    blocks: tuple[GroupBlock, ...]
+    _fixed_dm: Any = field(repr=False, compare=False)
+    _block_dms: tuple[Any, ...] = field(repr=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        """Number of observations."""
+        return int(self.y.shape[0])
+
+    @property
+    def response_name(self) -> str:
+        """The response as written in the formula."""
+        return self.parsed.response
+
+    def new_data(self, newdata: pd.DataFrame, with_trials: bool = False) -> NewData:
+        """Evaluate the fitted design on ``newdata`` (same encodings and levels).
+
+        Group levels unseen when fitting get index ``-1`` and are flagged in
+        ``new_level``; the caller decides whether that is allowed.
+        """
+        needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
+        frame = _data.handle_missing(newdata, needed, "error")
+        X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True)
+        Zs, idxs, news = [], [], []
+        for block, dm in zip(self.blocks, self._block_dms):
+            Zs.append(_evaluate(dm, frame, new=True)[0])
+            codes = _data.level_codes(frame, block.factors, block.levels)
+            news.append(codes < 0)
+            idxs.append(np.where(codes < 0, 0, codes))
+        trials = None
+        if with_trials and self.trials is not None:
+            trials = np.ones(len(frame), dtype=np.int64)
+        return NewData(X, offset, trials, tuple(Zs), tuple(idxs), tuple(news))
+
+
+def _evaluate(matrix: Any, frame: pd.DataFrame, new: bool) -> tuple[np.ndarray, Any]:
+    """Design matrix of a formulae common-effects object, on new rows if asked."""
+    if not new:
+        return np.asarray(matrix).astype(float), matrix
+    missing = [v for t in matrix.terms.values() for v in getattr(t, "var_names", ()) if v not in frame.columns]
+    if missing:
+        raise DataError(f"new data lacks column(s) {sorted(set(missing))} used by the model")
+    try:
+        evaluated = matrix.evaluate_new_data(frame)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot evaluate the model's design on new data: {exc}") from exc
+    return np.asarray(evaluated).astype(float), evaluated
+
+
+def _fixed_arrays(common: Any, frame: pd.DataFrame, new: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Split a formulae common matrix into (X without offsets, summed offset)."""
+    n = len(frame)
+    if common is None:
+        return np.zeros((n, 0)), np.zeros(n)
+    M, evaluated = _evaluate(common, frame, new)
+    keep, offset = [], np.zeros(n)
+    for name, term in evaluated.terms.items():
+        cols = np.arange(M.shape[1])[evaluated.slices[name]]
+        if term.kind == "offset":
+            offset = offset + M[:, cols].sum(axis=1)
+        else:
+            keep.extend(cols)
+    return M[:, keep], offset
+
+
+def _fixed_labels(common: Any) -> list[str]:
+    if common is None:
+        return []
+    return [lab for term in common.terms.values() if term.kind != "offset" for lab in term.labels]
+
+
+def _design_matrices(formula: str, frame: pd.DataFrame) -> Any:
+    try:
+        return fm.design_matrices(formula, frame, na_action="error")
+    except KeyError as exc:
+        raise DataError(f"formula {formula!r} uses {exc}, which is not a column of data") from exc
+    except Exception as exc:  # formulae raises ParseError, ScanError, ValueError, ...
+        raise FormulaError(f"cannot build the design for {formula!r}: {exc}") from exc
+
+
+def _response(dm: Any, parsed: ParsedFormula) -> tuple[np.ndarray, np.ndarray | None]:
+    """Response values (and binomial trials for ``p(successes, trials)``)."""
+    resp = dm.response
+    if resp is None:
+        raise FormulaError(f"formula {parsed.formula!r} has no response")
+    values = np.asarray(resp)
+    if resp.kind == "proportion":
+        return values[:, 0].astype(float), values[:, 1].astype(float)
+    if resp.kind == "categoric":
+        if values.ndim == 2:
+            levels = list(getattr(resp, "levels", []) or [])
+            raise ResponseError(
+                f"response {parsed.response!r} is not numeric (levels {levels}); model the probability of one "
+                f"level by writing e.g. '{parsed.response}[{levels[-1] if levels else 'level'}] ~ ...'"
+            )
+        return values.astype(float), None
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise ResponseError(f"response {parsed.response!r} is not numeric (dtype {values.dtype})")
+    return values.astype(float).reshape(-1), None
+
+
+def _standardization(X: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    has_intercept = "Intercept" in labels
+    center, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    for j, lab in enumerate(labels):
+        if lab == "Intercept":
+            continue
+        col = X[:, j]
+        if has_intercept:
+            center[j] = col.mean()
+            sd = col.std()
+        else:
+            sd = np.sqrt(np.mean(col**2))
+        scale[j] = sd if sd > 0 else 1.0
+    return center, scale
+
+
+def _check_rank(X: np.ndarray, labels: list[str], center: np.ndarray, scale: np.ndarray) -> None:
+    if X.shape[1] == 0:
+        return
+    Xs = (X - center) / scale
+    if "Intercept" in labels:
+        Xs[:, labels.index("Intercept")] = 1.0
+    if X.shape[0] < X.shape[1]:
+        raise DataError(f"{X.shape[0]} rows cannot identify {X.shape[1]} fixed-effect coefficients")
+    _, R, piv = scipy.linalg.qr(Xs, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.sum(diag > diag[0] * max(X.shape) * np.finfo(float).eps * 100))
+    if rank < X.shape[1]:
+        dropped = [labels[i] for i in piv[rank:]]
+        raise DataError(
+            f"the fixed-effects design is rank deficient: {dropped} "
+            f"{'is a linear combination' if len(dropped) == 1 else 'are linear combinations'} of other "
+            "columns (a constant column, a duplicated predictor, or a level never observed?); remove it"
+        )
+
+
+def _block(term: RandomTerm, name: str, frame: pd.DataFrame) -> tuple[GroupBlock, Any]:
+    dm = _design_matrices(term.expr, frame)
+    if dm.common is None:
+        raise FormulaError(f"random-effect term ({term.expr} | {term.group}) has no terms")
+    if any(t.kind == "offset" for t in dm.common.terms.values()):
+        raise FormulaError(f"offset() is not allowed inside a random-effect term ({term.expr} | {term.group})")
+    Z = np.asarray(dm.common).astype(float)
+    _data.check_finite(Z, f"random-effect term ({term.expr} | {term.group})")
+    labels = tuple(_fixed_labels(dm.common))
+    codes, levels = _data.group_codes(frame, term.factors)
+    _data.check_group_sizes(term.group, levels)
+    sd = Z.std(axis=0)
+    z_scale = np.where((sd > 0) & (np.array(labels) != "Intercept"), sd, 1.0)
+    block = GroupBlock(
+        name, term.group, term.factors, term.expr, labels, term.correlated and len(labels) > 1,
+        _frozen(Z), _frozen(codes), levels, _frozen(z_scale),
+    )
+    return block, dm.common
+
+
+def _block_names(terms: tuple[RandomTerm, ...]) -> list[str]:
+    groups = [t.group for t in terms]
+    names, counter = [], {}
+    for g in groups:
+        counter[g] = counter.get(g, 0) + 1
+        names.append(g if groups.count(g) == 1 else f"{g}_{counter[g]}")
+    return names
+
+
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "error") -> Design:
+    """Check ``data`` against ``parsed`` and build the design arrays.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+    data : pandas.DataFrame
+        Never modified.
+    na_action : {"error", "drop"}
+        What to do with rows holding missing values in used columns.
+    """
+    _data.check_data(data)
+    frame = _data.handle_missing(data, _data.used_columns(parsed, data), na_action)
+    dm = _design_matrices(parsed.fixed_formula, frame)
+    y, trials = _response(dm, parsed)
+    _data.check_finite(y, f"response {parsed.response!r}")
+    X, offset = _fixed_arrays(dm.common, frame, new=False)
+    labels = _fixed_labels(dm.common)
+    _data.check_finite(X, "the fixed-effects design")
+    _data.check_finite(offset, "the offset")
+    center, scale = _standardization(X, labels)
+    _check_rank(X, labels, center, scale)
+    fixed = FixedDesign(_frozen(X), tuple(labels), "Intercept" in labels, _frozen(center), _frozen(scale))
+    built = [_block(t, name, frame) for t, name in zip(parsed.random, _block_names(parsed.random))]
+    _check_block_terms([b for b, _ in built])
+    has_offset = any(t.kind == "offset" for t in (dm.common.terms.values() if dm.common is not None else []))
+    return Design(
+        parsed=parsed,
+        data=frame,
+        y=_frozen(y),
+        trials=None if trials is None else _frozen(trials),
+        offset=_frozen(offset) if has_offset else None,
+        fixed=fixed,
+        blocks=tuple(b for b, _ in built),
+        _fixed_dm=dm,
+        _block_dms=tuple(m for _, m in built),
+    )
+
+
+def _check_block_terms(blocks: list[GroupBlock]) -> None:
+    """The same term may vary only once over the same grouping factor."""
+    seen: dict[tuple[str, str], str] = {}
+    for block in blocks:
+        for term in block.terms:
+            key = (block.group, term)
+            if key in seen:
+                raise FormulaError(
+                    f"term {term!r} varies over {block.group!r} in two random-effect blocks "
+                    f"(({seen[key]} | {block.group}) and ({block.expr} | {block.group})); keep one"
+                )
+            seen[key] = block.expr

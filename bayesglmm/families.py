@@ -1,0 +1,247 @@
+"""Response families and link functions.
+
+A :class:`Family` owns everything that depends on the response distribution:
+which links it allows, what responses it accepts, its extra parameters (and
+their default priors), its likelihood, and the latent residual variance used
+for the ICC.  The model builder only ever calls :meth:`Family.add_parameters`
+and :meth:`Family.likelihood`, so ordinal (thresholds), categorical (one linear
+predictor per category) or negative-binomial families are new subclasses here,
+not new branches in the builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+from scipy import special, stats
+
+from .errors import FamilyError, ResponseError
+from .priors import Prior, exponential, to_pymc
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link function g with its inverse (PyTensor and NumPy versions)."""
+
+    name: str
+    inverse: Callable[[pt.TensorVariable], pt.TensorVariable]
+    inverse_np: Callable[[np.ndarray], np.ndarray]
+    forward_np: Callable[[np.ndarray], np.ndarray]
+    ratio_name: str | None = None  # what exp(coefficient) means, if anything
+
+
+def _cloglog_inv(eta: pt.TensorVariable) -> pt.TensorVariable:
+    return -pt.expm1(-pt.exp(eta))
+
+
+LINKS: dict[str, Link] = {
+    "identity": Link("identity", lambda e: e, lambda e: e, lambda m: m),
+    "log": Link("log", pt.exp, np.exp, np.log, "rate ratio"),
+    "logit": Link("logit", pt.sigmoid, special.expit, special.logit, "odds ratio"),
+    "probit": Link("probit", lambda e: 0.5 * pt.erfc(-e / np.sqrt(2.0)), stats.norm.cdf, stats.norm.ppf),
+    "cloglog": Link(
+        "cloglog", _cloglog_inv, lambda e: -np.expm1(-np.exp(e)), lambda m: np.log(-np.log1p(-m))
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Base family: subclasses set the fields and override the hooks."""
+
+    name: str = ""
+    links: tuple[str, ...] = ()
+    default_link: str = ""
+    aux: tuple[str, ...] = ()
+    needs_trials: bool = False
+
+    def check_response(self, y: np.ndarray, trials: np.ndarray | None, name: str) -> None:
+        """Raise :class:`ResponseError` if ``y`` is outside the support."""
+        if trials is not None and not self.needs_trials:
+            raise ResponseError(
+                f"p(successes, trials) responses need family='binomial', not {self.name!r}"
+            )
+
+    def response_scale(self, y: np.ndarray) -> float:
+        """Scale used to autoscale default priors (1 on non-identity links)."""
+        return 1.0
+
+    def intercept_location(self, y: np.ndarray, trials: np.ndarray | None, link: Link) -> float:
+        """Location of the default prior on the (centred) intercept."""
+        return 0.0
+
+    def default_aux_priors(self, y: np.ndarray) -> dict[str, Prior]:
+        """Default priors of the family's own parameters."""
+        return {}
+
+    def add_parameters(self, priors: Mapping[str, Prior]) -> dict[str, pt.TensorVariable]:
+        """Create the family's own parameters inside the current model."""
+        return {name: to_pymc(name, priors[name]) for name in self.aux}
+
+    def likelihood(
+        self,
+        name: str,
+        eta: pt.TensorVariable,
+        link: Link,
+        params: Mapping[str, pt.TensorVariable],
+        observed: pt.TensorVariable,
+        trials: pt.TensorVariable | None,
+    ) -> pt.TensorVariable:
+        """The observed random variable given the linear predictor ``eta``."""
+        raise NotImplementedError
+
+    def mean(self, eta: pt.TensorVariable, link: Link, params: Mapping[str, pt.TensorVariable]):
+        """Expected response (per trial for binomial) given ``eta``."""
+        return link.inverse(eta)
+
+    def latent_variance(self, link: Link, params: Mapping[str, np.ndarray]) -> np.ndarray | float:
+        """Level-1 variance on the latent (link) scale, for the ICC."""
+        raise NotImplementedError
+
+
+def _require_integers(y: np.ndarray, name: str, family: str) -> None:
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        bad = y[(y < 0) | (y != np.round(y))]
+        raise ResponseError(
+            f"response {name!r} must hold non-negative integers for family {family!r}; "
+            f"found {bad.size} value(s) such as {bad[0]:g}"
+        )
+
+
+@dataclass(frozen=True)
+class Gaussian(Family):
+    """Normal response with residual standard deviation ``sigma``."""
+
+    name: str = "gaussian"
+    links: tuple[str, ...] = ("identity", "log")
+    default_link: str = "identity"
+    aux: tuple[str, ...] = ("sigma",)
+
+    def check_response(self, y, trials, name):
+        super().check_response(y, trials, name)
+        if np.ptp(y) == 0:
+            raise ResponseError(f"response {name!r} is constant; a gaussian model has nothing to fit")
+
+    def response_scale(self, y):
+        return float(np.std(y))
+
+    def intercept_location(self, y, trials, link):
+        m = float(np.mean(y))
+        return float(np.log(m)) if link.name == "log" and m > 0 else m
+
+    def default_aux_priors(self, y):
+        return {"sigma": exponential(1.0 / float(np.std(y)))}
+
+    def likelihood(self, name, eta, link, params, observed, trials):
+        return pm.Normal(name, mu=link.inverse(eta), sigma=params["sigma"], observed=observed, shape=eta.shape)
+
+    def latent_variance(self, link, params):
+        return np.asarray(params["sigma"]) ** 2
+
+
+_BINARY_LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
+
+
+@dataclass(frozen=True)
+class Bernoulli(Family):
+    """Binary 0/1 response."""
+
+    name: str = "bernoulli"
+    links: tuple[str, ...] = ("logit", "probit", "cloglog")
+    default_link: str = "logit"
+
+    def check_response(self, y, trials, name):
+        if trials is not None:
+            raise ResponseError("p(successes, trials) responses need family='binomial', not 'bernoulli'")
+        bad = y[(y != 0) & (y != 1)]
+        if bad.size:
+            raise ResponseError(
+                f"response {name!r} must be 0/1 (or boolean) for family 'bernoulli'; found {bad.size} "
+                f"value(s) such as {bad[0]:g}. For counts out of n trials use family='binomial' "
+                "with 'p(successes, trials) ~ ...'"
+            )
+        if np.all(y == y[0]):
+            raise ResponseError(f"response {name!r} is always {y[0]:g}; a binary model has nothing to fit")
+
+    def likelihood(self, name, eta, link, params, observed, trials):
+        if link.name == "logit":
+            return pm.Bernoulli(name, logit_p=eta, observed=observed, shape=eta.shape)
+        return pm.Bernoulli(name, p=link.inverse(eta), observed=observed, shape=eta.shape)
+
+    def latent_variance(self, link, params):
+        return _BINARY_LINK_VARIANCE[link.name]
+
+
+@dataclass(frozen=True)
+class Binomial(Bernoulli):
+    """Number of successes out of known trials, written ``p(successes, trials)``."""
+
+    name: str = "binomial"
+    needs_trials: bool = True
+
+    def check_response(self, y, trials, name):
+        if trials is None:
+            raise ResponseError(
+                "family 'binomial' needs the number of trials: write the response as "
+                "p(successes, trials), e.g. 'p(incidence, size) ~ period + (1 | herd)'"
+            )
+        _require_integers(y, name, self.name)
+        _require_integers(trials, f"trials of {name}", self.name)
+        over = y > trials
+        if over.any():
+            raise ResponseError(
+                f"response {name!r} has {int(over.sum())} row(s) with more successes than trials "
+                f"(first at row position {int(np.argmax(over))})"
+            )
+        if np.any(trials == 0):
+            raise ResponseError(f"response {name!r} has {int(np.sum(trials == 0))} row(s) with zero trials")
+
+    def likelihood(self, name, eta, link, params, observed, trials):
+        if link.name == "logit":
+            return pm.Binomial(name, n=trials, logit_p=eta, observed=observed, shape=eta.shape)
+        return pm.Binomial(name, n=trials, p=link.inverse(eta), observed=observed, shape=eta.shape)
+
+
+@dataclass(frozen=True)
+class Poisson(Family):
+    """Count response with log link."""
+
+    name: str = "poisson"
+    links: tuple[str, ...] = ("log",)
+    default_link: str = "log"
+
+    def check_response(self, y, trials, name):
+        super().check_response(y, trials, name)
+        _require_integers(y, name, self.name)
+
+    def intercept_location(self, y, trials, link):
+        return float(np.log(max(np.mean(y), 0.1)))
+
+    def likelihood(self, name, eta, link, params, observed, trials):
+        return pm.Poisson(name, mu=link.inverse(eta), observed=observed, shape=eta.shape)
+
+    def latent_variance(self, link, params):
+        raise NotImplementedError("the Poisson latent variance depends on the mean; see effects.icc")
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (Gaussian(), Bernoulli(), Binomial(), Poisson())}
+
+
+def get_family(family: str | Family, link: str | None) -> tuple[Family, Link]:
+    """Resolve a family name (or object) and a link name, with clear errors."""
+    if isinstance(family, Family):
+        fam = family
+    elif isinstance(family, str) and family.lower() in FAMILIES:
+        fam = FAMILIES[family.lower()]
+    else:
+        raise FamilyError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    link_name = fam.default_link if link is None else link
+    if not isinstance(link_name, str) or link_name not in LINKS:
+        raise FamilyError(f"unknown link {link_name!r}; links are {sorted(LINKS)}")
+    if link_name not in fam.links:
+        raise FamilyError(f"family {fam.name!r} does not allow link {link_name!r}; use one of {list(fam.links)}")
+    return fam, LINKS[link_name]

@@ -1,0 +1,178 @@
+"""Stage 5 — fit: run NUTS, store the pointwise log-likelihood, check the draws.
+
+Three interchangeable NUTS back ends sample the same PyMC model: PyMC's own
+(``"pymc"``), nutpie (``"nutpie"``) and NumPyro/JAX (``"numpyro"``).  Every fit
+is reproducible from its ``random_seed``; when none is given one is drawn and
+recorded in ``idata.attrs["random_seed"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+
+from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
+from .model import OBSERVED, ON_DEMAND
+from .stats import az, convergence
+
+SAMPLERS = ("pymc", "nutpie", "numpyro")
+RHAT_MAX = 1.01
+ESS_MIN = 400
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Validated sampling settings."""
+
+    draws: int
+    tune: int
+    chains: int
+    cores: int
+    target_accept: float
+    random_seed: int
+    sampler: str
+    progressbar: bool
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise FitArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def make_config(
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    target_accept: float = 0.9,
+    random_seed: int | None = None,
+    sampler: str = "pymc",
+    progressbar: bool = True,
+) -> FitConfig:
+    """Check the arguments of :meth:`GLMM.fit` before anything is compiled."""
+    if sampler not in SAMPLERS:
+        raise FitArgumentError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not (
+        0 < target_accept < 1
+    ):
+        raise FitArgumentError(f"target_accept must be strictly between 0 and 1, got {target_accept!r}")
+    if random_seed is None:
+        random_seed = int(np.random.SeedSequence().entropy % (2**31))
+    seed = _positive_int("random_seed", random_seed, minimum=0)
+    chains = _positive_int("chains", chains)
+    cores = min(chains, os.cpu_count() or 1) if cores is None else _positive_int("cores", cores)
+    return FitConfig(
+        _positive_int("draws", draws), _positive_int("tune", tune, minimum=0), chains, cores,
+        float(target_accept), seed, sampler, bool(progressbar),
+    )
+
+
+def _stored_names(model: pm.Model) -> list[str]:
+    names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
+    return [n for n in names if n not in ON_DEMAND]
+
+
+def _sample_nutpie(model: pm.Model, cfg: FitConfig):
+    try:
+        import nutpie
+    except ImportError as exc:
+        raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install 'bayesglmm[fast]'") from exc
+    compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model))
+    return nutpie.sample(
+        compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
+        seed=cfg.random_seed, target_accept=cfg.target_accept, progress_bar=cfg.progressbar,
+        save_warmup=False,
+    )
+
+
+def _sample_pymc(model: pm.Model, cfg: FitConfig):
+    kwargs = {}
+    if cfg.sampler == "numpyro":
+        try:
+            import numpyro  # noqa: F401
+        except ImportError as exc:
+            raise SamplerUnavailableError(
+                "sampler='numpyro' needs numpyro and jax: pip install 'bayesglmm[fast]'"
+            ) from exc
+        kwargs = {"nuts_sampler": "numpyro", "nuts_sampler_kwargs": {"chain_method": "parallel"}}
+    return pm.sample(
+        draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
+        target_accept=cfg.target_accept, random_seed=cfg.random_seed, progressbar=cfg.progressbar,
+        var_names=_stored_names(model), compute_convergence_checks=False,
+        idata_kwargs={"log_likelihood": False}, model=model, **kwargs,
+    )
+
+
+def sample(model: pm.Model, cfg: FitConfig) -> az.InferenceData:
+    """Sample ``model`` and add the pointwise log-likelihood of ``y``."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
+        if cfg.sampler == "nutpie":
+            idata = _sample_nutpie(model, cfg)
+        else:
+            idata = _sample_pymc(model, cfg)
+        seconds = time.perf_counter() - start
+        pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
+    idata.attrs.update(
+        {"random_seed": cfg.random_seed, "sampler": cfg.sampler, "sampling_seconds": seconds,
+         "draws": cfg.draws, "tune": cfg.tune, "chains": cfg.chains, "target_accept": cfg.target_accept}
+    )
+    return idata
+
+
+def _tree_depth_hits(stats) -> int:
+    for key in ("reached_max_treedepth", "maxdepth_reached"):
+        if key in stats:
+            return int(np.asarray(stats[key]).sum())
+    return 0
+
+
+def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[str, float]:
+    """Warn on R-hat > 1.01, ESS < 400, divergences and saturated tree depth.
+
+    Parameters
+    ----------
+    idata : InferenceData
+    names : dict
+        Readable parameter name -> draws of shape (chain, draw).
+
+    Returns
+    -------
+    dict with ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``,
+    ``divergences`` and ``max_treedepth_hits``.
+    """
+    labels = list(names)
+    diag = convergence(np.stack([names[k] for k in labels], axis=-1))
+    rhat, bulk, tail = diag["r_hat"], diag["ess_bulk"], diag["ess_tail"]
+    stats = idata.sample_stats
+    n_div = int(np.asarray(stats["diverging"]).sum()) if "diverging" in stats else 0
+    n_depth = _tree_depth_hits(stats)
+    messages = []
+    bad = [f"{labels[i]} ({rhat[i]:.3f})" for i in np.flatnonzero(rhat > RHAT_MAX)]
+    if bad:
+        messages.append(f"R-hat above {RHAT_MAX} for {', '.join(bad)}: chains disagree; run longer")
+    low = [f"{labels[i]} (bulk {bulk[i]:.0f}, tail {tail[i]:.0f})"
+           for i in np.flatnonzero((bulk < ESS_MIN) | (tail < ESS_MIN))]
+    if low:
+        messages.append(f"effective sample size below {ESS_MIN} for {', '.join(low)}: draw more samples")
+    if n_div:
+        messages.append(f"{n_div} divergent transition(s): raise target_accept (e.g. 0.95 or 0.99)")
+    if n_depth:
+        messages.append(f"{n_depth} draw(s) hit the maximum tree depth: the posterior is hard to explore")
+    for message in messages:
+        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+    return {
+        "max_rhat": float(np.nanmax(rhat)),
+        "min_ess_bulk": float(np.nanmin(bulk)),
+        "min_ess_tail": float(np.nanmin(tail)),
+        "divergences": n_div,
+        "max_treedepth_hits": n_depth,
+    }

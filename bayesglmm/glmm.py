@@ -1,0 +1,135 @@
+"""The user-facing model object: formula + data + family -> a fit.
+
+>>> import bayesglmm as bg
+>>> model = bg.GLMM("y ~ x + (1 + x | g)", data=df, family="bernoulli")  # doctest: +SKIP
+>>> res = model.fit(random_seed=1)                                        # doctest: +SKIP
+
+Every check on the input happens in the constructor, before anything is
+compiled or sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pymc as pm
+
+from .design import Design, build_design
+from .families import Family, get_family
+from .fit import make_config, sample
+from .formula import parse_formula
+from .model import build_model
+from .priors import Prior, prior_table, resolve
+from .results import GLMMResults
+from .stats import az
+
+
+class GLMM:
+    """A Bayesian generalized linear mixed model, specified but not yet fitted.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula, e.g. ``"use[Y] ~ age + I(age**2) + urban + (1 + urban | district)"``.
+        ``(1 + x | g)`` is one correlated block, ``(1 + x || g)`` has independent SDs,
+        ``(1 | a/b)`` nests ``b`` in ``a``; ``offset(...)`` and ``p(successes, trials)``
+        (binomial) are supported.
+    data : pandas.DataFrame
+        The data; never modified.
+    family : str or Family
+        ``"gaussian"``, ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
+    link : str, optional
+        Defaults to the family's canonical link.
+    priors : dict, optional
+        Overrides of the default priors; see :mod:`bayesglmm.priors`.
+    na_action : {"error", "drop"}
+        Rows with missing values in used columns raise an error unless
+        ``"drop"``, which drops them with a warning saying how many.
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        data: pd.DataFrame,
+        family: str | Family = "gaussian",
+        link: str | None = None,
+        priors: Mapping[Any, Prior] | None = None,
+        na_action: str = "error",
+    ) -> None:
+        parsed = parse_formula(formula)
+        self.family, self.link = get_family(family, link)
+        self.design: Design = build_design(parsed, data, na_action)
+        self.family.check_response(self.design.y, self.design.trials, parsed.response)
+        self.user_priors = dict(priors or {})
+        self.priors = resolve(self.design, self.family, self.link, priors)
+        self.formula = formula
+        self.na_action = na_action
+        self._pymc_model: pm.Model | None = None
+
+    @property
+    def pymc_model(self) -> pm.Model:
+        """The PyMC model (built on first use)."""
+        if self._pymc_model is None:
+            self._pymc_model = build_model(self.design, self.family, self.link, self.priors)
+        return self._pymc_model
+
+    def prior_summary(self) -> pd.DataFrame:
+        """Every prior of the model: ``class, coef, group, prior, source``."""
+        return prior_table(self.priors, self.design)
+
+    def sample_prior_predictive(self, draws: int = 500, random_seed: int | None = None) -> az.InferenceData:
+        """Draws of every parameter and of the response from the prior."""
+        cfg = make_config(draws=draws, random_seed=random_seed)
+        return pm.sample_prior_predictive(draws=cfg.draws, model=self.pymc_model, random_seed=cfg.random_seed)
+
+    def fit(
+        self,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        cores: int | None = None,
+        target_accept: float = 0.9,
+        random_seed: int | None = None,
+        sampler: str = "pymc",
+        progressbar: bool = True,
+    ) -> GLMMResults:
+        """Sample the posterior with NUTS.
+
+        Parameters
+        ----------
+        draws, tune, chains : int
+            Kept draws, tuning steps and chains.
+        cores : int, optional
+            Chains run in parallel on this many cores (default: ``min(chains, cpu count)``).
+        target_accept : float
+            NUTS target acceptance; raise it (0.95, 0.99) if divergences appear.
+        random_seed : int, optional
+            Makes the fit reproducible; when omitted one is drawn and stored
+            in ``res.idata.attrs["random_seed"]``.
+        sampler : {"pymc", "nutpie", "numpyro"}
+        progressbar : bool
+
+        Returns
+        -------
+        GLMMResults
+            Warns (:class:`~bayesglmm.errors.ConvergenceWarning`) naming the
+            parameters with R-hat > 1.01 or ESS < 400, and on divergences or
+            saturated tree depth.
+        """
+        cfg = make_config(draws, tune, chains, cores, target_accept, random_seed, sampler, progressbar)
+        idata = sample(self.pymc_model, cfg)
+        return GLMMResults(self, idata)
+
+    def __repr__(self) -> str:
+        d = self.design
+        blocks = " + ".join(
+            f"({b.expr} {'|' if b.correlated or len(b.terms) == 1 else '||'} {b.group}) [{len(b.levels)} levels]"
+            for b in d.blocks
+        )
+        return (
+            f"GLMM({self.formula!r}, family={self.family.name!r}, link={self.link.name!r})\n"
+            f"  observations: {d.n}; fixed effects: {', '.join(d.fixed.labels) or 'none'}\n"
+            f"  random effects: {blocks or 'none'}"
+        )

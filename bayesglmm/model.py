@@ -1,0 +1,136 @@
+"""Stage 4 — model: build the PyMC model from design, family and priors.
+
+Parameterisation (what makes real data sample well by default):
+
+* fixed effects are sampled for the centred and scaled design
+  ``(x_j - mean(x_j)) / sd(x_j)``; the exact user-scale coefficients are the
+  deterministic ``fixef`` (priors are transformed exactly, being
+  location-scale families);
+* random effects are non-centred: ``r = z · diag(sd)`` or ``r = z · Lᵀ`` with
+  ``L`` the Cholesky factor of one ``LKJCholeskyCov`` per correlated block;
+* each block enters the linear predictor through an integer group index and
+  its small ``Z`` (n × k); no dense n × (J·k) matrix is built.
+
+The linear predictor ``eta`` and the mean ``mu`` are deterministics over
+``pm.Data`` containers; predictions swap the containers with ``pm.set_data``
+and reuse this graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from .design import Design, GroupBlock
+from .families import Family, Link
+from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
+
+OBSERVED = "y"
+#: Deterministics recomputed on demand, never stored in the trace.
+ON_DEMAND = ("eta", "mu")
+
+
+def term_dim(block: GroupBlock) -> str:
+    """Name of the dimension listing a block's terms."""
+    return f"{block.name}__term"
+
+
+def coords_of(design: Design) -> dict[str, tuple[str, ...]]:
+    """Coordinates of every named dimension of the model."""
+    coords: dict[str, tuple[str, ...]] = {"fixef__term": design.fixed.labels}
+    for block in design.blocks:
+        coords[block.group] = block.levels
+        coords[term_dim(block)] = block.terms
+        coords[term_dim(block) + "_bis"] = block.terms
+    return coords
+
+
+def _fixed_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
+    """Add fixed effects; return their contribution to eta."""
+    fixed = design.fixed
+    slopes = fixed.slope_columns
+    eta = 0.0
+    parts, order = [], []
+    if slopes.size:
+        X = pm.Data("X", fixed.standardized(fixed.X))
+        by_dist: dict[str, list[int]] = {}
+        for pos, prior in enumerate(priors.b):
+            by_dist.setdefault(prior.dist, []).append(pos)
+        for dist, positions in by_dist.items():
+            _, params = stack([priors.b[p] for p in positions], "b")
+            factor = fixed.scale[slopes[positions]]
+            params["mu"], params["sigma"] = params["mu"] * factor, params["sigma"] * factor
+            parts.append(to_rv(f"b_{dist}_scaled", dist, params, shape=len(positions)))
+            order.extend(positions)
+        b_scaled = pt.concatenate(parts)[np.argsort(order)] if len(parts) > 1 else parts[0]
+        eta = eta + pt.dot(X, b_scaled)
+        b = b_scaled / fixed.scale[slopes]
+    values = [None] * len(fixed.labels)
+    for k, j in enumerate(slopes):
+        values[j] = b[k]
+    if fixed.has_intercept:
+        a = to_pymc("Intercept_centered", priors.intercept)
+        eta = eta + a
+        shift = pt.dot(fixed.center[slopes], b) if slopes.size else 0.0
+        values[fixed.labels.index("Intercept")] = a - shift
+    if values:
+        pm.Deterministic("fixef", pt.stack(values), dims="fixef__term")
+    return eta
+
+
+def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
+    """Add one random-effect block; return its (J, k) matrix of effects."""
+    dims = (block.group, term_dim(block))
+    dist, params = stack(list(priors.sd[block.name]), f"sd of group {block.group!r}")
+    z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
+    if block.correlated:
+        chol, corr, stds = pm.LKJCholeskyCov(
+            f"chol_{block.name}",
+            n=len(block.terms),
+            eta=priors.cor[block.name].kwargs["eta"],
+            sd_dist=to_dist(dist, params),
+            compute_corr=True,
+            store_in_trace=False,
+        )
+        pm.Deterministic(f"sd_{block.name}", stds, dims=term_dim(block))
+        pm.Deterministic(f"cor_{block.name}", corr, dims=(term_dim(block), term_dim(block) + "_bis"))
+        effects = pt.dot(z, chol.T)
+    else:
+        effects = z * to_rv(f"sd_{block.name}", dist, params, dims=term_dim(block))
+    return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
+
+
+def _random_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
+    """Add every random-effect block; return their contribution to eta."""
+    eta = 0.0
+    for block in design.blocks:
+        effects = _block_effects(block, priors)
+        idx = pm.Data(f"idx_{block.name}", block.idx)
+        if block.intercept_only:
+            eta = eta + effects[idx, 0]
+        else:
+            Z = pm.Data(f"Z_{block.name}", block.Z)
+            eta = eta + (effects[idx] * Z).sum(axis=1)
+    return eta
+
+
+def build_model(design: Design, family: Family, link: Link, priors: PriorSet) -> pm.Model:
+    """The PyMC model of a GLMM.
+
+    Named variables: ``fixef`` (user scale), per block ``sd_<block>``,
+    ``cor_<block>`` (correlated blocks), ``r_<block>`` (effects of every
+    level), the family's parameters, deterministics ``eta`` and ``mu``, and
+    the observed ``y``.
+    """
+    with pm.Model(coords=coords_of(design)) as model:
+        observed = pm.Data("_y", design.y)
+        trials = None if design.trials is None else pm.Data("_trials", design.trials)
+        eta = pt.zeros(observed.shape[0]) + _fixed_part(design, priors) + _random_part(design, priors)
+        if design.offset is not None:
+            eta = eta + pm.Data("offset", design.offset)
+        eta = pm.Deterministic("eta", eta)
+        params = family.add_parameters(priors.aux)
+        pm.Deterministic("mu", family.mean(eta, link, params))
+        family.likelihood(OBSERVED, eta, link, params, observed, trials)
+    return model

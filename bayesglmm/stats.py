@@ -1,0 +1,78 @@
+"""Array core of the posterior summaries: plain NumPy in, plain NumPy out.
+
+Draws are arrays of shape ``(chain, draw, ...)``; every function summarises
+over the first two axes and keeps the rest.  ESS and R-hat come from ArviZ
+(rank-normalised split R-hat, bulk and tail ESS of Vehtari et al. 2021).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from .errors import ArgumentError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+
+def hdi(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Highest-density interval of ``prob`` mass for every trailing element.
+
+    Parameters
+    ----------
+    draws : ndarray, shape (chain, draw, ...)
+    prob : float in (0, 1)
+
+    Returns
+    -------
+    (low, high) : arrays of the trailing shape.
+    """
+    flat = draws.reshape((-1,) + draws.shape[2:])
+    n = flat.shape[0]
+    ordered = np.sort(flat, axis=0)
+    width_idx = int(np.floor(prob * n))
+    widths = ordered[width_idx:] - ordered[: n - width_idx]
+    start = np.argmin(widths, axis=0)
+    low = np.take_along_axis(ordered, start[None], axis=0)[0]
+    high = np.take_along_axis(ordered, (start + width_idx)[None], axis=0)[0]
+    return low, high
+
+
+def convergence(draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Bulk ESS, tail ESS and R-hat for every trailing element of ``draws``."""
+    da = xr.DataArray(draws.reshape(draws.shape[:2] + (-1,)), dims=("chain", "draw", "param"))
+    ds = xr.Dataset({"x": da})
+    shape = draws.shape[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {
+            "ess_bulk": az.ess(ds, method="bulk")["x"].values,
+            "ess_tail": az.ess(ds, method="tail")["x"].values,
+            "r_hat": az.rhat(ds)["x"].values,
+        }
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def summarize(draws: np.ndarray, prob: float, diagnostics: bool = True) -> dict[str, np.ndarray]:
+    """Mean, SD, HDI and (optionally) convergence diagnostics per element."""
+    low, high = hdi(draws, prob)
+    out = {
+        "mean": draws.mean(axis=(0, 1)),
+        "sd": draws.std(axis=(0, 1), ddof=1),
+        "hdi_low": low,
+        "hdi_high": high,
+    }
+    if diagnostics:
+        out.update(convergence(draws))
+    return out
+
+
+def check_prob(prob: float) -> float:
+    """Validate an interval probability."""
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 < prob < 1:
+        raise ArgumentError(f"prob must be a number strictly between 0 and 1, got {prob!r}")
+    return float(prob)
