@@ -171,10 +171,15 @@ def _fixed_labels(common: Any) -> list[str]:
 
 def _design_matrices(formula: str, frame: pd.DataFrame) -> Any:
     try:
-        return fm.design_matrices(formula, frame, na_action="error")
+        with np.errstate(all="ignore"):  # non-finite results are reported by check_finite
+            return fm.design_matrices(formula, frame, na_action="error")
     except KeyError as exc:
         raise DataError(f"formula {formula!r} uses {exc}, which is not a column of data") from exc
-    except Exception as exc:  # formulae raises ParseError, ScanError, ValueError, ...
+    except ValueError as exc:
+        if "successes" in str(exc) or "trials" in str(exc):
+            raise ResponseError(f"response of {formula!r}: {exc} (more successes than trials?)") from exc
+        raise FormulaError(f"cannot build the design for {formula!r}: {exc}") from exc
+    except Exception as exc:  # formulae raises ParseError, ScanError, ...
         raise FormulaError(f"cannot build the design for {formula!r}: {exc}") from exc
 
 

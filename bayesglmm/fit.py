@@ -168,7 +168,7 @@ def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[s
     if n_depth:
         messages.append(f"{n_depth} draw(s) hit the maximum tree depth: the posterior is hard to explore")
     for message in messages:
-        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
     return {
         "max_rhat": float(np.nanmax(rhat)),
         "min_ess_bulk": float(np.nanmin(bulk)),

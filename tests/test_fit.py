@@ -1,0 +1,143 @@
+"""Short-sampling tests: a real (small) fit through every result method."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesglmm as bg
+
+pytestmark = pytest.mark.sampling
+
+SHORT = {"draws": 250, "tune": 300, "chains": 2, "cores": 1, "progressbar": False}
+
+
+def _sim(seed=11):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(15), 12)
+    x = rng.normal(size=g.size)
+    u = rng.multivariate_normal([0, 0], [[0.8, -0.2], [-0.2, 0.3]], size=15)
+    eta = -0.5 + 0.7 * x + u[g, 0] + u[g, 1] * x
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    return pd.DataFrame({"y": y, "x": x, "school": [f"s{i}" for i in g]})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _sim()
+
+
+@pytest.fixture(scope="module")
+def res(data):
+    model = bg.GLMM("y ~ x + (1 + x | school)", data, family="bernoulli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        return model.fit(random_seed=5, **SHORT)
+
+
+def test_idata_holds_every_group_effect(res):
+    r = res.idata.posterior["r_school"]
+    assert r.dims == ("chain", "draw", "school", "school__term")
+    assert list(r["school"].values[:3]) == ["s0", "s1", "s10"]
+    assert "log_likelihood" in res.idata.groups() and res.idata.log_likelihood["y"].shape == (2, 250, 180)
+    assert "mu" not in res.idata.posterior and "eta" not in res.idata.posterior
+
+
+def test_summary_layout(res):
+    s = res.summary(prob=0.9)
+    assert list(s.index) == ["Intercept", "x", "sd(Intercept|school)", "sd(x|school)", "cor(Intercept,x|school)"]
+    assert list(s.columns) == [
+        "mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat", "exp_mean", "exp_hdi_low", "exp_hdi_high"
+    ]
+    assert np.isnan(s.loc["sd(x|school)", "exp_mean"])
+    fx = res.draws("fixef")[..., 1]
+    assert s.loc["x", "exp_mean"] == pytest.approx(np.exp(fx).mean())
+    assert (s["hdi_low"] <= s["mean"]).all() and (s["mean"] <= s["hdi_high"]).all()
+    assert res.fixef().index.tolist() == ["Intercept", "x"]
+
+
+def test_varcorr_ranef_coef(res):
+    vc = res.varcorr()
+    assert list(vc.columns) == ["group", "term1", "term2", "mean", "sd", "hdi_low", "hdi_high"]
+    assert vc["term2"].isna().sum() == 2 and vc.iloc[2][["term1", "term2"]].tolist() == ["Intercept", "x"]
+    re = res.ranef()
+    assert len(re) == 30 and list(re.columns) == ["group", "level", "term", "mean", "sd", "hdi_low", "hdi_high"]
+    co = res.coef().set_index(["level", "term"])
+    fx = res.fixef()["mean"]
+    rr = re.set_index(["level", "term"])["mean"]
+    assert co.loc[("s3", "x"), "mean"] == pytest.approx(fx["x"] + rr[("s3", "x")])
+
+
+def test_predict_conditional_typical_and_new_levels(res, data):
+    p = res.predict()
+    assert p.shape == (180, 4) and p["mean"].between(0, 1).all()
+    new = pd.DataFrame({"x": [0.0, 0.0], "school": ["s1", "s1"]})
+    typical = res.predict(new, re_formula="~0", summary=False)
+    fx = res.draws("fixef")[..., 0]
+    assert np.allclose(typical[..., 0], 1 / (1 + np.exp(-fx)))
+    link = res.predict(new, kind="link", summary=False)
+    r = res.idata.posterior["r_school"].sel(school="s1", school__term="Intercept").values
+    assert np.allclose(link[..., 0], fx + r)
+    with pytest.raises(bg.NewLevelError, match="1 level\\(s\\) of 'school' not seen.*allow_new_levels=True"):
+        res.predict(pd.DataFrame({"x": [0.0], "school": ["new"]}))
+    fresh = res.predict(pd.DataFrame({"x": [0.0], "school": ["new"]}), kind="link", allow_new_levels=True,
+                        summary=False, random_seed=2)
+    sd0 = res.draws("sd_school")[..., 0]
+    # a new school's intercept spread = fixed-effect spread + the fitted between-school SD
+    assert fresh.std() == pytest.approx(np.sqrt(fx.var() + np.mean(sd0**2)), rel=0.15)
+    keep_int = res.predict(pd.DataFrame({"x": [1.0], "school": ["s1"]}), kind="link",
+                           re_formula="~(1 | school)", summary=False)
+    fx1 = res.draws("fixef")[..., 1]
+    assert np.allclose(keep_int[..., 0], fx + fx1 + r)
+
+
+def test_response_draws_are_seeded(res):
+    a = res.predict(kind="response", summary=False, random_seed=3)
+    b = res.predict(kind="response", summary=False, random_seed=3)
+    assert set(np.unique(a)) <= {0, 1} and np.array_equal(a, b)
+
+
+def test_save_load_round_trip(res, tmp_path):
+    path = tmp_path / "fit.zip"
+    res.save(path)
+    back = bg.load(path)
+    pd.testing.assert_frame_equal(back.summary(), res.summary())
+    pd.testing.assert_frame_equal(back.ranef(), res.ranef())
+    new = pd.DataFrame({"x": [0.5, -1.0], "school": ["s2", "s9"]})
+    pd.testing.assert_frame_equal(back.predict(new), res.predict(new))
+    with pytest.raises(bg.ArgumentError, match="cannot read"):
+        bg.load(tmp_path / "missing.zip")
+
+
+def test_repr_and_html(res):
+    text = repr(res)
+    assert "y ~ x + (1 + x | school)" in text and "cor(Intercept,x|school)" in text and "random_seed=5" in text
+    assert "<table" in res._repr_html_()
+
+
+def test_same_seed_same_draws(data):
+    model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
+    kw = dict(SHORT, draws=60, tune=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        a, b = model.fit(random_seed=9, **kw), model.fit(random_seed=9, **kw)
+        c = model.fit(random_seed=10, **kw)
+    assert np.array_equal(a.draws("fixef"), b.draws("fixef"))
+    assert not np.array_equal(a.draws("fixef"), c.draws("fixef"))
+
+
+def test_short_run_warns_naming_parameters(data):
+    model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
+    with pytest.warns(bg.ConvergenceWarning, match=r"effective sample size below 400 for .*sd\(Intercept\|school\)"):
+        model.fit(random_seed=1, **dict(SHORT, draws=40, tune=40))
+
+
+def test_nutpie_sampler(data):
+    pytest.importorskip("nutpie")
+    model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        fit = model.fit(random_seed=4, sampler="nutpie", **SHORT)
+    assert fit.idata.posterior["r_school"].shape == (2, 250, 15, 1)
+    assert fit.summary().loc["x", "mean"] == pytest.approx(0.7, abs=0.5)
