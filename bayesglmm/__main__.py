@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     formula = "use[Y] ~ age + I(age**2) + urban + livch + (1 + urban | district)"
     start = time.perf_counter()
     model = GLMM(formula, df, family="bernoulli")
-    res = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
-                    sampler=args.sampler)
+    res = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed, sampler=args.sampler)
     elapsed = time.perf_counter() - start
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 3):
         print(res)

@@ -111,9 +111,7 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         col_labels = [str(u) for u in uniques]
         combined = codes * len(col_labels) + col_codes
         keep, codes = np.unique(combined, return_inverse=True)
-        labels = [
-            (labels[k // len(col_labels)] + ":" if i else "") + col_labels[k % len(col_labels)] for k in keep
-        ]
+        labels = [(labels[k // len(col_labels)] + ":" if i else "") + col_labels[k % len(col_labels)] for k in keep]
     return codes.astype(np.int64), tuple(labels)
 
 

@@ -17,8 +17,7 @@ _DATASETS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "cbpp": (
         "cbpp.csv",
         ("herd", "period"),
-        "Contagious bovine pleuropneumonia: new cases (incidence) out of herd size, "
-        "15 herds x 4 periods (lme4::cbpp).",
+        "Contagious bovine pleuropneumonia: new cases (incidence) out of herd size, 15 herds x 4 periods (lme4::cbpp).",
     ),
     "contraception": (
         "contraception.csv",

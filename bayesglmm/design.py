@@ -254,8 +254,16 @@ def _block(term: RandomTerm, name: str, frame: pd.DataFrame) -> tuple[GroupBlock
     sd = Z.std(axis=0)
     z_scale = np.where((sd > 0) & (np.array(labels) != "Intercept"), sd, 1.0)
     block = GroupBlock(
-        name, term.group, term.factors, term.expr, labels, term.correlated and len(labels) > 1,
-        _frozen(Z), _frozen(codes), levels, _frozen(z_scale),
+        name,
+        term.group,
+        term.factors,
+        term.expr,
+        labels,
+        term.correlated and len(labels) > 1,
+        _frozen(Z),
+        _frozen(codes),
+        levels,
+        _frozen(z_scale),
     )
     return block, dm.common
 

@@ -43,9 +43,7 @@ LINKS: dict[str, Link] = {
     "log": Link("log", pt.exp, np.exp, np.log, "rate ratio"),
     "logit": Link("logit", pt.sigmoid, special.expit, special.logit, "odds ratio"),
     "probit": Link("probit", lambda e: 0.5 * pt.erfc(-e / np.sqrt(2.0)), stats.norm.cdf, stats.norm.ppf),
-    "cloglog": Link(
-        "cloglog", _cloglog_inv, lambda e: -np.expm1(-np.exp(e)), lambda m: np.log(-np.log1p(-m))
-    ),
+    "cloglog": Link("cloglog", _cloglog_inv, lambda e: -np.expm1(-np.exp(e)), lambda m: np.log(-np.log1p(-m))),
 }
 
 
@@ -62,9 +60,7 @@ class Family:
     def check_response(self, y: np.ndarray, trials: np.ndarray | None, name: str) -> None:
         """Raise :class:`ResponseError` if ``y`` is outside the support."""
         if trials is not None and not self.needs_trials:
-            raise ResponseError(
-                f"p(successes, trials) responses need family='binomial', not {self.name!r}"
-            )
+            raise ResponseError(f"p(successes, trials) responses need family='binomial', not {self.name!r}")
 
     def response_scale(self, y: np.ndarray) -> float:
         """Scale used to autoscale default priors (1 on non-identity links)."""

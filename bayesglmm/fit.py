@@ -58,9 +58,7 @@ def make_config(
     """Check the arguments of :meth:`GLMM.fit` before anything is compiled."""
     if sampler not in SAMPLERS:
         raise FitArgumentError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not (
-        0 < target_accept < 1
-    ):
+    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not (0 < target_accept < 1):
         raise FitArgumentError(f"target_accept must be strictly between 0 and 1, got {target_accept!r}")
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -68,8 +66,14 @@ def make_config(
     chains = _positive_int("chains", chains)
     cores = min(chains, os.cpu_count() or 1) if cores is None else _positive_int("cores", cores)
     return FitConfig(
-        _positive_int("draws", draws), _positive_int("tune", tune, minimum=0), chains, cores,
-        float(target_accept), seed, sampler, bool(progressbar),
+        _positive_int("draws", draws),
+        _positive_int("tune", tune, minimum=0),
+        chains,
+        cores,
+        float(target_accept),
+        seed,
+        sampler,
+        bool(progressbar),
     )
 
 
@@ -85,8 +89,14 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig):
         raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install 'bayesglmm[fast]'") from exc
     compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model))
     return nutpie.sample(
-        compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
-        seed=cfg.random_seed, target_accept=cfg.target_accept, progress_bar=cfg.progressbar,
+        compiled,
+        draws=cfg.draws,
+        tune=cfg.tune,
+        chains=cfg.chains,
+        cores=cfg.cores,
+        seed=cfg.random_seed,
+        target_accept=cfg.target_accept,
+        progress_bar=cfg.progressbar,
         save_warmup=False,
     )
 
@@ -102,10 +112,18 @@ def _sample_pymc(model: pm.Model, cfg: FitConfig):
             ) from exc
         kwargs = {"nuts_sampler": "numpyro", "nuts_sampler_kwargs": {"chain_method": "parallel"}}
     return pm.sample(
-        draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
-        target_accept=cfg.target_accept, random_seed=cfg.random_seed, progressbar=cfg.progressbar,
-        var_names=_stored_names(model), compute_convergence_checks=False,
-        idata_kwargs={"log_likelihood": False}, model=model, **kwargs,
+        draws=cfg.draws,
+        tune=cfg.tune,
+        chains=cfg.chains,
+        cores=cfg.cores,
+        target_accept=cfg.target_accept,
+        random_seed=cfg.random_seed,
+        progressbar=cfg.progressbar,
+        var_names=_stored_names(model),
+        compute_convergence_checks=False,
+        idata_kwargs={"log_likelihood": False},
+        model=model,
+        **kwargs,
     )
 
 
@@ -115,15 +133,19 @@ def sample(model: pm.Model, cfg: FitConfig) -> az.InferenceData:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
-        if cfg.sampler == "nutpie":
-            idata = _sample_nutpie(model, cfg)
-        else:
-            idata = _sample_pymc(model, cfg)
+        idata = _sample_nutpie(model, cfg) if cfg.sampler == "nutpie" else _sample_pymc(model, cfg)
         seconds = time.perf_counter() - start
         pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
-        {"random_seed": cfg.random_seed, "sampler": cfg.sampler, "sampling_seconds": seconds,
-         "draws": cfg.draws, "tune": cfg.tune, "chains": cfg.chains, "target_accept": cfg.target_accept}
+        {
+            "random_seed": cfg.random_seed,
+            "sampler": cfg.sampler,
+            "sampling_seconds": seconds,
+            "draws": cfg.draws,
+            "tune": cfg.tune,
+            "chains": cfg.chains,
+            "target_accept": cfg.target_accept,
+        }
     )
     return idata
 
@@ -159,8 +181,10 @@ def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[s
     bad = [f"{labels[i]} ({rhat[i]:.3f})" for i in np.flatnonzero(rhat > RHAT_MAX)]
     if bad:
         messages.append(f"R-hat above {RHAT_MAX} for {', '.join(bad)}: chains disagree; run longer")
-    low = [f"{labels[i]} (bulk {bulk[i]:.0f}, tail {tail[i]:.0f})"
-           for i in np.flatnonzero((bulk < ESS_MIN) | (tail < ESS_MIN))]
+    low = [
+        f"{labels[i]} (bulk {bulk[i]:.0f}, tail {tail[i]:.0f})"
+        for i in np.flatnonzero((bulk < ESS_MIN) | (tail < ESS_MIN))
+    ]
     if low:
         messages.append(f"effective sample size below {ESS_MIN} for {', '.join(low)}: draw more samples")
     if n_div:

@@ -33,8 +33,15 @@ def _encode_data(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[dict]
         key = f"c{i}"
         if isinstance(col.dtype, pd.CategoricalDtype):
             arrays[key] = col.cat.codes.to_numpy()
-            columns.append({"name": name, "kind": "categorical", "key": key, "ordered": bool(col.cat.ordered),
-                            "categories": [c.item() if hasattr(c, "item") else c for c in col.cat.categories]})
+            columns.append(
+                {
+                    "name": name,
+                    "kind": "categorical",
+                    "key": key,
+                    "ordered": bool(col.cat.ordered),
+                    "categories": [c.item() if hasattr(c, "item") else c for c in col.cat.categories],
+                }
+            )
         elif pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
             arrays[key] = col.to_numpy()
             columns.append({"name": name, "kind": "array", "key": key})
@@ -58,13 +65,17 @@ def _decode_data(arrays, columns: list[dict], index: list) -> pd.DataFrame:
 
 
 def _priors_to_json(priors: dict) -> list:
-    return [{"key": list(k) if isinstance(k, tuple) else k, "dist": p.dist, "params": dict(p.params)}
-            for k, p in priors.items()]
+    return [
+        {"key": list(k) if isinstance(k, tuple) else k, "dist": p.dist, "params": dict(p.params)}
+        for k, p in priors.items()
+    ]
 
 
 def _priors_from_json(items: list) -> dict:
-    return {(tuple(i["key"]) if isinstance(i["key"], list) else i["key"]): Prior(i["dist"], tuple(i["params"].items()))
-            for i in items}
+    return {
+        (tuple(i["key"]) if isinstance(i["key"], list) else i["key"]): Prior(i["dist"], tuple(i["params"].items()))
+        for i in items
+    }
 
 
 def save(res, path: str | os.PathLike) -> None:
@@ -72,8 +83,13 @@ def save(res, path: str | os.PathLike) -> None:
     model = res.model
     arrays, columns = _encode_data(model.design.data)
     spec = {
-        "format": FORMAT, "formula": model.formula, "family": model.family.name, "link": model.link.name,
-        "na_action": model.na_action, "priors": _priors_to_json(model.user_priors), "columns": columns,
+        "format": FORMAT,
+        "formula": model.formula,
+        "family": model.family.name,
+        "link": model.link.name,
+        "na_action": model.na_action,
+        "priors": _priors_to_json(model.user_priors),
+        "columns": columns,
         "index": [i.item() if hasattr(i, "item") else i for i in model.design.data.index],
     }
     buffer = io.BytesIO()
@@ -105,6 +121,12 @@ def load(path: str | os.PathLike):
         zf.extract("posterior.nc", tmp)
         idata = az.from_netcdf(str(Path(tmp) / "posterior.nc"))
         idata.load()
-    model = GLMM(spec["formula"], data, family=spec["family"], link=spec["link"],
-                 priors=_priors_from_json(spec["priors"]) or None, na_action=spec["na_action"])
+    model = GLMM(
+        spec["formula"],
+        data,
+        family=spec["family"],
+        link=spec["link"],
+        priors=_priors_from_json(spec["priors"]) or None,
+        na_action=spec["na_action"],
+    )
     return GLMMResults(model, idata, warn=False)

@@ -49,7 +49,9 @@ def kept_terms(design: Design, re_formula: str | None) -> dict[str, tuple[str, .
     for term in parsed.random:
         matches = [b for b in design.blocks if b.group == term.group]
         if not matches:
-            raise ArgumentError(f"re_formula term ({term.expr} | {term.group}): {term.group!r} is not a grouping factor of the model")
+            raise ArgumentError(
+                f"re_formula term ({term.expr} | {term.group}): {term.group!r} is not a grouping factor of the model"
+            )
         wanted = _expr_terms(term.expr, matches)
         for block in matches:
             keep[block.name] = tuple(t for t in block.terms if t in wanted or t in keep[block.name])
@@ -127,7 +129,8 @@ def _extend(posterior: xr.Dataset, block, new: list[str], rng: np.random.Generat
     """Append standard-normal z draws for new levels (their effects follow N(0, G))."""
     z = posterior[f"z_{block.name}"]
     shape = (z.sizes["chain"], z.sizes["draw"], len(new), z.sizes[z.dims[-1]])
-    extra = xr.DataArray(rng.standard_normal(shape), dims=z.dims, coords={block.group: new, z.dims[-1]: z[z.dims[-1]].values})
+    coords = {block.group: new, z.dims[-1]: z[z.dims[-1]].values}
+    extra = xr.DataArray(rng.standard_normal(shape), dims=z.dims, coords=coords)
     extended = xr.concat([z, extra], dim=block.group)
     others = posterior.drop_vars(f"z_{block.name}")
     others = others.drop_dims(block.group) if block.group in others.dims else others
@@ -150,14 +153,18 @@ def predict_draws(res, newdata=None, kind="mean", re_formula=None, allow_new_lev
         if updates:
             pm.set_data(updates)
         out = pm.sample_posterior_predictive(
-            posterior, var_names=[KINDS[kind]], random_seed=random_seed, progressbar=False,
+            posterior,
+            var_names=[KINDS[kind]],
+            random_seed=random_seed,
+            progressbar=False,
             return_inferencedata=False,
         )
     return np.asarray(out[KINDS[kind]])
 
 
-def predict(res, newdata=None, kind="mean", re_formula=None, allow_new_levels=False, prob=0.94,
-            summary=True, random_seed=None):
+def predict(
+    res, newdata=None, kind="mean", re_formula=None, allow_new_levels=False, prob=0.94, summary=True, random_seed=None
+):
     """Posterior predictions for the fitted or new rows.
 
     Parameters

@@ -174,13 +174,29 @@ class GLMMResults:
         return out
 
     # ---- prediction, persistence, display ---------------------------------------
-    def predict(self, newdata=None, kind="mean", re_formula=None, allow_new_levels=False, prob=0.94,
-                summary=True, random_seed=None):
+    def predict(
+        self,
+        newdata=None,
+        kind="mean",
+        re_formula=None,
+        allow_new_levels=False,
+        prob=0.94,
+        summary=True,
+        random_seed=None,
+    ):
         """Posterior predictions; see :func:`bayesglmm.predict.predict`."""
         from .predict import predict
 
-        return predict(self, newdata, kind=kind, re_formula=re_formula, allow_new_levels=allow_new_levels,
-                       prob=prob, summary=summary, random_seed=random_seed)
+        return predict(
+            self,
+            newdata,
+            kind=kind,
+            re_formula=re_formula,
+            allow_new_levels=allow_new_levels,
+            prob=prob,
+            summary=summary,
+            random_seed=random_seed,
+        )
 
     def save(self, path) -> None:
         """Write the fit to ``path`` (one zip file); read it back with :func:`bayesglmm.load`."""
@@ -229,4 +245,3 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
-

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import bayesglmm as bg
 from bayesglmm.design import build_design

@@ -17,14 +17,18 @@ CASES = [
     ("y ~ nope + (1 | g)", None, {}, errors.DataError, "'nope', which is not a column"),
     ("y ~ x + (1 | nope)", None, {}, errors.DataError, "'nope', which is not a column"),
     ("y ~ x + (1 | g)", None, {"family": "weibull"}, errors.FamilyError, "unknown family 'weibull'"),
-    ("y ~ x + (1 | g)", None, {"family": "gaussian", "link": "logit"}, errors.FamilyError,
-     "does not allow link 'logit'"),
+    (
+        "y ~ x + (1 | g)",
+        None,
+        {"family": "gaussian", "link": "logit"},
+        errors.FamilyError,
+        "does not allow link 'logit'",
+    ),
     ("y ~ x + (1 | g)", None, {"family": "poisson", "link": "sqrtx"}, errors.FamilyError, "unknown link"),
     ("two ~ x + (1 | g)", None, {"family": "bernoulli"}, errors.ResponseError, "must be 0/1"),
     ("neg ~ x + (1 | g)", None, {"family": "poisson"}, errors.ResponseError, "non-negative integers"),
     ("frac ~ x + (1 | g)", None, {"family": "poisson"}, errors.ResponseError, "non-negative integers"),
-    ("p(big, n) ~ x + (1 | g)", None, {"family": "binomial"}, errors.ResponseError,
-     "more successes than trials"),
+    ("p(big, n) ~ x + (1 | g)", None, {"family": "binomial"}, errors.ResponseError, "more successes than trials"),
     ("k ~ x + (1 | g)", None, {"family": "binomial"}, errors.ResponseError, "needs the number of trials"),
     ("p(k, n) ~ x + (1 | g)", None, {"family": "bernoulli"}, errors.ResponseError, "family='binomial'"),
     ("word ~ x + (1 | g)", None, {"family": "bernoulli"}, errors.ResponseError, "is not numeric"),
@@ -43,8 +47,13 @@ def bad_data(sim_binary):
     rng = np.random.default_rng(0)
     n = len(sim_binary)
     return sim_binary.assign(
-        two=rng.integers(0, 3, n), neg=-rng.integers(1, 3, n), frac=rng.random(n), big=7,
-        word=rng.choice(["yes", "no"], n), one="only", x2=2 * sim_binary["x"],
+        two=rng.integers(0, 3, n),
+        neg=-rng.integers(1, 3, n),
+        frac=rng.random(n),
+        big=7,
+        word=rng.choice(["yes", "no"], n),
+        one="only",
+        x2=2 * sim_binary["x"],
     )
 
 

@@ -48,7 +48,16 @@ def test_summary_layout(res):
     s = res.summary(prob=0.9)
     assert list(s.index) == ["Intercept", "x", "sd(Intercept|school)", "sd(x|school)", "cor(Intercept,x|school)"]
     assert list(s.columns) == [
-        "mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat", "exp_mean", "exp_hdi_low", "exp_hdi_high"
+        "mean",
+        "sd",
+        "hdi_low",
+        "hdi_high",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+        "exp_mean",
+        "exp_hdi_low",
+        "exp_hdi_high",
     ]
     assert np.isnan(s.loc["sd(x|school)", "exp_mean"])
     fx = res.draws("fixef")[..., 1]
@@ -79,15 +88,17 @@ def test_predict_conditional_typical_and_new_levels(res, data):
     link = res.predict(new, kind="link", summary=False)
     r = res.idata.posterior["r_school"].sel(school="s1", school__term="Intercept").values
     assert np.allclose(link[..., 0], fx + r)
-    with pytest.raises(bg.NewLevelError, match="1 level\\(s\\) of 'school' not seen.*allow_new_levels=True"):
+    with pytest.raises(bg.NewLevelError, match=r"1 level\(s\) of 'school' not seen.*allow_new_levels=True"):
         res.predict(pd.DataFrame({"x": [0.0], "school": ["new"]}))
-    fresh = res.predict(pd.DataFrame({"x": [0.0], "school": ["new"]}), kind="link", allow_new_levels=True,
-                        summary=False, random_seed=2)
+    fresh = res.predict(
+        pd.DataFrame({"x": [0.0], "school": ["new"]}), kind="link", allow_new_levels=True, summary=False, random_seed=2
+    )
     sd0 = res.draws("sd_school")[..., 0]
     # a new school's intercept spread = fixed-effect spread + the fitted between-school SD
     assert fresh.std() == pytest.approx(np.sqrt(fx.var() + np.mean(sd0**2)), rel=0.15)
-    keep_int = res.predict(pd.DataFrame({"x": [1.0], "school": ["s1"]}), kind="link",
-                           re_formula="~(1 | school)", summary=False)
+    keep_int = res.predict(
+        pd.DataFrame({"x": [1.0], "school": ["s1"]}), kind="link", re_formula="~(1 | school)", summary=False
+    )
     fx1 = res.draws("fixef")[..., 1]
     assert np.allclose(keep_int[..., 0], fx + fx1 + r)
 
