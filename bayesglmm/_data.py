@@ -81,7 +81,7 @@ def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> pd
     warnings.warn(
         f"dropped {n_bad} of {len(frame)} rows with missing values in {per_col} (na_action='drop')",
         DataWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
     return frame.loc[~bad_rows]
 

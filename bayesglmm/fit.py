@@ -20,7 +20,7 @@ from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableErro
 from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
-SAMPLERS = ("pymc", "nutpie", "numpyro")
+SAMPLERS = ("nutpie", "pymc", "numpyro")
 RHAT_MAX = 1.01
 ESS_MIN = 400
 
@@ -50,9 +50,9 @@ def make_config(
     tune: int = 1000,
     chains: int = 4,
     cores: int | None = None,
-    target_accept: float = 0.9,
+    target_accept: float = 0.95,
     random_seed: int | None = None,
-    sampler: str = "pymc",
+    sampler: str = "nutpie",
     progressbar: bool = True,
 ) -> FitConfig:
     """Check the arguments of :meth:`GLMM.fit` before anything is compiled."""
@@ -86,7 +86,7 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig):
     try:
         import nutpie
     except ImportError as exc:
-        raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install 'bayesglmm[fast]'") from exc
+        raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install nutpie") from exc
     compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model))
     return nutpie.sample(
         compiled,
@@ -133,6 +133,7 @@ def sample(model: pm.Model, cfg: FitConfig) -> az.InferenceData:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         idata = _sample_nutpie(model, cfg) if cfg.sampler == "nutpie" else _sample_pymc(model, cfg)
         seconds = time.perf_counter() - start
         pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)

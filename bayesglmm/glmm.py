@@ -90,9 +90,9 @@ class GLMM:
         tune: int = 1000,
         chains: int = 4,
         cores: int | None = None,
-        target_accept: float = 0.9,
+        target_accept: float = 0.95,
         random_seed: int | None = None,
-        sampler: str = "pymc",
+        sampler: str = "nutpie",
         progressbar: bool = True,
     ) -> GLMMResults:
         """Sample the posterior with NUTS.
@@ -104,11 +104,14 @@ class GLMM:
         cores : int, optional
             Chains run in parallel on this many cores (default: ``min(chains, cpu count)``).
         target_accept : float
-            NUTS target acceptance; raise it (0.95, 0.99) if divergences appear.
+            NUTS target acceptance (0.95, rstanarm's default for GLMMs); raise it to
+            0.99 if divergences appear.
         random_seed : int, optional
             Makes the fit reproducible; when omitted one is drawn and stored
             in ``res.idata.attrs["random_seed"]``.
-        sampler : {"pymc", "nutpie", "numpyro"}
+        sampler : {"nutpie", "pymc", "numpyro"}
+            NUTS implementation: nutpie (compiled with numba, the default),
+            PyMC's own, or NumPyro/JAX (``pip install 'bayesglmm[fast]'``).
         progressbar : bool
 
         Returns

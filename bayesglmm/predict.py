@@ -15,6 +15,7 @@ of the linear predictor.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -147,18 +148,24 @@ def predict_draws(res, newdata=None, kind="mean", re_formula=None, allow_new_lev
     keep = kept_terms(res.model.design, re_formula)
     updates, posterior, dims = _prepare(res, newdata, keep, allow_new_levels, rng)
     model = clone_model(res.model.pymc_model)
-    with model:
-        for dim, values in dims.items():
-            model.set_dim(dim, len(values), coord_values=values)
-        if updates:
-            pm.set_data(updates)
-        out = pm.sample_posterior_predictive(
-            posterior,
-            var_names=[KINDS[kind]],
-            random_seed=random_seed,
-            progressbar=False,
-            return_inferencedata=False,
-        )
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # silence "Sampling: [...]" for every prediction
+    try:
+        with model:
+            for dim, values in dims.items():
+                model.set_dim(dim, len(values), coord_values=values)
+            if updates:
+                pm.set_data(updates)
+            out = pm.sample_posterior_predictive(
+                posterior,
+                var_names=[KINDS[kind]],
+                random_seed=random_seed,
+                progressbar=False,
+                return_inferencedata=False,
+            )
+    finally:
+        logger.setLevel(level)
     return np.asarray(out[KINDS[kind]])
 
 

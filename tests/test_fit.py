@@ -144,11 +144,15 @@ def test_short_run_warns_naming_parameters(data):
         model.fit(random_seed=1, **dict(SHORT, draws=40, tune=40))
 
 
-def test_nutpie_sampler(data):
-    pytest.importorskip("nutpie")
+@pytest.mark.parametrize("sampler", ["pymc", "numpyro"])
+def test_other_samplers(data, sampler):
+    if sampler == "numpyro":
+        pytest.importorskip("numpyro")
     model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        fit = model.fit(random_seed=4, sampler="nutpie", **SHORT)
+        fit = model.fit(random_seed=4, sampler=sampler, **SHORT)
+    assert fit.idata.attrs["sampler"] == sampler
     assert fit.idata.posterior["r_school"].shape == (2, 250, 15, 1)
     assert fit.summary().loc["x", "mean"] == pytest.approx(0.7, abs=0.5)
+    assert fit.idata.log_likelihood["y"].shape == (2, 250, 180)
