@@ -53,7 +53,8 @@ def test_matches_rstanarm(name, fits, references):
     assert rhat[~is_cor].max() <= 1.01, rhat
     # Known gap (see the issue-2 closing note): at ESS ~ 800 the R-hat of a wide correlation
     # posterior fluctuates by ~0.005; sleepstudy's cor reaches 1.014 under nutpie, seed 1.
-    assert rhat[is_cor].max() <= 1.015 if is_cor.any() else True
+    if is_cor.any():
+        assert rhat[is_cor].max() <= 1.015, rhat
     assert res.diagnostics["divergences"] == 0
 
 
