@@ -8,6 +8,7 @@ correlations and family parameters in one table.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,14 +44,10 @@ class GLMMResults:
     def __init__(self, model: GLMM, idata: az.InferenceData, warn: bool = True) -> None:
         self.model = model
         self.idata = idata
-        if warn:
-            self.diagnostics = check_draws(idata, self._scalar_draws())
-        else:
-            import warnings
-
-            with warnings.catch_warnings():
+        with warnings.catch_warnings():
+            if not warn:
                 warnings.simplefilter("ignore")
-                self.diagnostics = check_draws(idata, self._scalar_draws())
+            self.diagnostics = check_draws(idata, self._scalar_draws())
 
     # ---- draws -----------------------------------------------------------------
     def draws(self, name: str) -> np.ndarray:
