@@ -5,7 +5,7 @@ The pipeline, one module per stage: :mod:`~bayesglmm.formula` ->
 -> :mod:`~bayesglmm.fit` -> :mod:`~bayesglmm.results`.
 """
 
-from . import datasets
+from . import datasets, effects, plots, simulate
 from .errors import (
     ArgumentError,
     BayesGLMMError,
@@ -47,6 +47,7 @@ __all__ = [
     "ResponseError",
     "SamplerUnavailableError",
     "datasets",
+    "effects",
     "exponential",
     "gamma",
     "half_normal",
@@ -54,5 +55,7 @@ __all__ = [
     "lkj",
     "load",
     "normal",
+    "plots",
+    "simulate",
     "student_t",
 ]

@@ -112,11 +112,13 @@ class Design:
         """The response as written in the formula."""
         return self.parsed.response
 
-    def new_data(self, newdata: pd.DataFrame, with_trials: bool = False) -> NewData:
+    def new_data(self, newdata: pd.DataFrame, with_trials: bool = False, skip: frozenset[str] = frozenset()) -> NewData:
         """Evaluate the fitted design on ``newdata`` (same encodings and levels).
 
         Group levels unseen when fitting get index ``-1`` and are flagged in
-        ``new_level``; the caller decides whether that is allowed.
+        ``new_level``; the caller decides whether that is allowed.  Blocks
+        named in ``skip`` (random effects set to zero or integrated out) need
+        no grouping column: their rows get index 0.
         """
         needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
         frame = _data.handle_missing(newdata, needed, "error")
@@ -124,6 +126,16 @@ class Design:
         Zs, idxs, news = [], [], []
         for block, dm in zip(self.blocks, self._block_dms):
             Zs.append(_evaluate(dm, frame, new=True)[0])
+            if block.name in skip:
+                idxs.append(np.zeros(len(frame), dtype=np.int64))
+                news.append(np.zeros(len(frame), dtype=bool))
+                continue
+            absent = [f for f in block.factors if f not in frame.columns]
+            if absent:
+                raise DataError(
+                    f"new data lacks grouping column(s) {absent} of ({block.expr} | {block.group}); "
+                    "add it, or leave the term out with re_formula (or use marginal=True)"
+                )
             codes = _data.level_codes(frame, block.factors, block.levels)
             news.append(codes < 0)
             idxs.append(np.where(codes < 0, 0, codes))

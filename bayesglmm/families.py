@@ -39,7 +39,9 @@ def _cloglog_inv(eta: pt.TensorVariable) -> pt.TensorVariable:
 
 
 LINKS: dict[str, Link] = {
-    "identity": Link("identity", lambda e: e, lambda e: e, lambda m: m),
+    # a new node (not ``e`` itself): a Deterministic of an existing Deterministic
+    # would collapse into one variable when the model is cloned for prediction
+    "identity": Link("identity", pt.tensor_copy, lambda e: e, lambda m: m),
     "log": Link("log", pt.exp, np.exp, np.log, "rate ratio"),
     "logit": Link("logit", pt.sigmoid, special.expit, special.logit, "odds ratio"),
     "probit": Link("probit", lambda e: 0.5 * pt.erfc(-e / np.sqrt(2.0)), stats.norm.cdf, stats.norm.ppf),
@@ -94,9 +96,15 @@ class Family:
         """Expected response (per trial for binomial) given ``eta``."""
         return link.inverse(eta)
 
-    def latent_variance(self, link: Link, params: Mapping[str, np.ndarray]) -> np.ndarray | float:
-        """Level-1 variance on the latent (link) scale, for the ICC."""
-        raise NotImplementedError
+    def latent_variance(
+        self, link: Link, params: Mapping[str, np.ndarray], mean: np.ndarray | None = None
+    ) -> np.ndarray | float:
+        """Level-1 variance on the latent (link) scale, for the ICC.
+
+        ``mean`` (log links only) is the expected response of a typical
+        group averaged over the data, per draw.
+        """
+        raise FamilyError(f"family {self.name!r} defines no latent residual variance, so no ICC")
 
 
 def _require_integers(y: np.ndarray, name: str, family: str) -> None:
@@ -135,8 +143,11 @@ class Gaussian(Family):
     def likelihood(self, name, eta, link, params, observed, trials):
         return pm.Normal(name, mu=link.inverse(eta), sigma=params["sigma"], observed=observed, shape=eta.shape)
 
-    def latent_variance(self, link, params):
-        return np.asarray(params["sigma"]) ** 2
+    def latent_variance(self, link, params, mean=None):
+        sigma2 = np.asarray(params["sigma"]) ** 2
+        if link.name == "log":  # log-normal approximation of the residual on the log scale
+            return np.log1p(sigma2 / np.asarray(mean) ** 2)
+        return sigma2
 
 
 _BINARY_LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
@@ -168,7 +179,7 @@ class Bernoulli(Family):
             return pm.Bernoulli(name, logit_p=eta, observed=observed, shape=eta.shape)
         return pm.Bernoulli(name, p=link.inverse(eta), observed=observed, shape=eta.shape)
 
-    def latent_variance(self, link, params):
+    def latent_variance(self, link, params, mean=None):
         return _BINARY_LINK_VARIANCE[link.name]
 
 
@@ -220,8 +231,9 @@ class Poisson(Family):
     def likelihood(self, name, eta, link, params, observed, trials):
         return pm.Poisson(name, mu=link.inverse(eta), observed=observed, shape=eta.shape)
 
-    def latent_variance(self, link, params):
-        raise NotImplementedError("the Poisson latent variance depends on the mean; see effects.icc")
+    def latent_variance(self, link, params, mean=None):
+        # log-normal approximation (Nakagawa et al. 2017): Var(log y | mean) ~ log(1 + 1/mean)
+        return np.log1p(1.0 / np.asarray(mean))
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (Gaussian(), Bernoulli(), Binomial(), Poisson())}

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pymc as pm
 
+from .design import Design
 from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
+from .marginal import complete_posterior
 from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
@@ -78,7 +80,9 @@ def make_config(
 
 
 def _stored_names(model: pm.Model) -> list[str]:
-    names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
+    # deterministic z_* exist only in marginalised models: drawn after sampling
+    names = [v.name for v in model.free_RVs]
+    names += [v.name for v in model.deterministics if not v.name.startswith("z_")]
     return [n for n in names if n not in ON_DEMAND]
 
 
@@ -127,14 +131,26 @@ def _sample_pymc(model: pm.Model, cfg: FitConfig):
     )
 
 
-def sample(model: pm.Model, cfg: FitConfig) -> az.InferenceData:
-    """Sample ``model`` and add the pointwise log-likelihood of ``y``."""
+def sample(
+    model: pm.Model, cfg: FitConfig, marginal: pm.Model | None = None, design: Design | None = None
+) -> az.InferenceData:
+    """Sample ``model`` and add the pointwise log-likelihood of ``y``.
+
+    With ``marginal`` (a model whose gaussian random effects are integrated
+    out, built from ``design``) NUTS samples ``marginal``; the random effects
+    are then drawn from their exact conditional posterior and the posterior is
+    completed to that of ``model``.
+    """
     start = time.perf_counter()
+    target = model if marginal is None else marginal
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-        idata = _sample_nutpie(model, cfg) if cfg.sampler == "nutpie" else _sample_pymc(model, cfg)
+        idata = _sample_nutpie(target, cfg) if cfg.sampler == "nutpie" else _sample_pymc(target, cfg)
+        if marginal is not None:
+            seed = int(np.random.SeedSequence([cfg.random_seed, 1]).generate_state(1)[0])
+            complete_posterior(idata, marginal, model, design, seed)
         seconds = time.perf_counter() - start
         pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
@@ -146,6 +162,7 @@ def sample(model: pm.Model, cfg: FitConfig) -> az.InferenceData:
             "tune": cfg.tune,
             "chains": cfg.chains,
             "target_accept": cfg.target_accept,
+            "marginalized": int(marginal is not None),
         }
     )
     return idata

@@ -17,9 +17,11 @@ import pandas as pd
 import pymc as pm
 
 from .design import Design, build_design
+from .errors import FitArgumentError
 from .families import Family, get_family
 from .fit import make_config, sample
 from .formula import parse_formula
+from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
 from .priors import Prior, prior_table, resolve
 from .results import GLMMResults
@@ -67,6 +69,7 @@ class GLMM:
         self.formula = formula
         self.na_action = na_action
         self._pymc_model: pm.Model | None = None
+        self._marginal_model: pm.Model | None = None
 
     @property
     def pymc_model(self) -> pm.Model:
@@ -74,6 +77,32 @@ class GLMM:
         if self._pymc_model is None:
             self._pymc_model = build_model(self.design, self.family, self.link, self.priors)
         return self._pymc_model
+
+    def marginal_model(self) -> pm.Model:
+        """The PyMC model with gaussian random effects integrated out (built on first use)."""
+        if self._marginal_model is None:
+            self._marginal_model = build_model(self.design, self.family, self.link, self.priors, marginal=True)
+        return self._marginal_model
+
+    def _use_marginal(self, marginalize: bool | str) -> bool:
+        """Resolve ``fit(marginalize=...)``."""
+        if marginalize not in ("auto", True, False):
+            raise FitArgumentError(f"marginalize must be 'auto', True or False, got {marginalize!r}")
+        gaussian = self.family.name == "gaussian" and self.link.name == "identity"
+        layout = marginal_layout(self.design)
+        if marginalize is True and not gaussian:
+            raise FitArgumentError(
+                "marginalize=True needs family='gaussian' with the identity link; "
+                f"this model is {self.family.name!r} with link {self.link.name!r}"
+            )
+        if marginalize is True and layout is None:
+            raise FitArgumentError(
+                "marginalize=True: this model has no random effects, or more than "
+                f"{DENSE_MAX} across several grouping factors"
+            )
+        if marginalize == "auto":  # the dense layout only pays off when asked for
+            return gaussian and layout == "blocks"
+        return bool(marginalize) and gaussian and layout is not None
 
     def prior_summary(self) -> pd.DataFrame:
         """Every prior of the model: ``class, coef, group, prior, source``."""
@@ -94,6 +123,7 @@ class GLMM:
         random_seed: int | None = None,
         sampler: str = "nutpie",
         progressbar: bool = True,
+        marginalize: bool | str = "auto",
     ) -> GLMMResults:
         """Sample the posterior with NUTS.
 
@@ -113,6 +143,16 @@ class GLMM:
             NUTS implementation: nutpie (compiled with numba, the default),
             PyMC's own, or NumPyro/JAX (``pip install 'bayesglmm[fast]'``).
         progressbar : bool
+        marginalize : {"auto", True, False}
+            Gaussian models (identity link): integrate the random effects out
+            of the likelihood exactly, sample the fixed effects, SDs,
+            correlations and sigma, then draw the random effects from their
+            exact conditional posterior (:mod:`bayesglmm.marginal`).  The
+            posterior is the same; sampling is faster and free of the funnel.
+            ``"auto"`` does so for models with one grouping factor (any
+            number of levels and correlated terms); ``True`` also for several
+            crossed or nested factors (up to 1000 random effects, dense
+            algebra: exact, but not always faster).
 
         Returns
         -------
@@ -122,7 +162,8 @@ class GLMM:
             saturated tree depth.
         """
         cfg = make_config(draws, tune, chains, cores, target_accept, random_seed, sampler, progressbar)
-        idata = sample(self.pymc_model, cfg)
+        marginal = self.marginal_model() if self._use_marginal(marginalize) else None
+        idata = sample(self.pymc_model, cfg, marginal, self.design)
         return GLMMResults(self, idata)
 
     def __repr__(self) -> str:

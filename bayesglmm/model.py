@@ -24,6 +24,7 @@ import pytensor.tensor as pt
 
 from .design import Design, GroupBlock
 from .families import Family, Link
+from .marginal import add_marginal_likelihood
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
 OBSERVED = "y"
@@ -79,11 +80,13 @@ def _fixed_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
     return eta
 
 
-def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
-    """Add one random-effect block; return its (J, k) matrix of effects."""
-    dims = (block.group, term_dim(block))
+def _block_scale(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
+    """Add a block's SDs (and LKJ correlation); return its k × k scale factor ``L``.
+
+    The block's covariance is ``L Lᵀ``: the Cholesky factor of one
+    ``LKJCholeskyCov`` for a correlated block, ``diag(sd)`` otherwise.
+    """
     dist, params = stack(list(priors.sd[block.name]), f"sd of group {block.group!r}")
-    z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
     if block.correlated:
         chol, corr, stds = pm.LKJCholeskyCov(
             f"chol_{block.name}",
@@ -95,9 +98,16 @@ def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
         )
         pm.Deterministic(f"sd_{block.name}", stds, dims=term_dim(block))
         pm.Deterministic(f"cor_{block.name}", corr, dims=(term_dim(block), term_dim(block) + "_bis"))
-        effects = pt.dot(z, chol.T)
-    else:
-        effects = z * to_rv(f"sd_{block.name}", dist, params, dims=term_dim(block))
+        return chol
+    return pt.diag(to_rv(f"sd_{block.name}", dist, params, dims=term_dim(block)))
+
+
+def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
+    """Add one random-effect block; return its (J, k) matrix of effects."""
+    dims = (block.group, term_dim(block))
+    z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
+    scale = _block_scale(block, priors)
+    effects = z * pt.diagonal(scale) if not block.correlated else pt.dot(z, scale.T)
     return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
 
 
@@ -115,21 +125,31 @@ def _random_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
     return eta
 
 
-def build_model(design: Design, family: Family, link: Link, priors: PriorSet) -> pm.Model:
+def build_model(design: Design, family: Family, link: Link, priors: PriorSet, marginal: bool = False) -> pm.Model:
     """The PyMC model of a GLMM.
 
     Named variables: ``fixef`` (user scale), per block ``sd_<block>``,
     ``cor_<block>`` (correlated blocks), ``r_<block>`` (effects of every
     level), the family's parameters, deterministics ``eta`` and ``mu``, and
     the observed ``y``.
+
+    With ``marginal=True`` (gaussian, identity link) the random effects are
+    integrated out of the likelihood exactly (see :mod:`bayesglmm.marginal`):
+    the model has the same fixed effects, SDs, correlations and ``sigma``, a
+    ``Potential`` for the marginal likelihood and no ``y``, ``eta`` or ``mu``.
     """
     with pm.Model(coords=coords_of(design)) as model:
         observed = pm.Data("_y", design.y)
         trials = None if design.trials is None else pm.Data("_trials", design.trials)
-        eta = pt.zeros(observed.shape[0]) + _fixed_part(design, priors) + _random_part(design, priors)
+        eta = pt.zeros(observed.shape[0]) + _fixed_part(design, priors)
         if design.offset is not None:
             eta = eta + pm.Data("offset", design.offset)
-        eta = pm.Deterministic("eta", eta)
+        if marginal:
+            scales = {block.name: _block_scale(block, priors) for block in design.blocks}
+            params = family.add_parameters(priors.aux)
+            add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
+            return model
+        eta = pm.Deterministic("eta", eta + _random_part(design, priors))
         params = family.add_parameters(priors.aux)
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)

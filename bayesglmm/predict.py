@@ -11,6 +11,12 @@ of the linear predictor.
 * A group level not seen in fitting raises :class:`NewLevelError` unless
   ``allow_new_levels=True``; then its effects are drawn, per posterior draw,
   from the fitted distribution N(0, G) (seeded by ``random_seed``).
+* ``marginal=True`` averages the prediction over the fitted distribution of
+  the random effects that ``re_formula`` leaves out (all of them by default):
+  population-averaged predictions.  ``re_quantile`` holds random effects at a
+  quantile of their fitted distribution instead.  Both evaluate the graph at
+  chosen values of the standardised effects ``z`` (``u = L z``, ``z ~ N(0, I)``
+  in the non-centred parameterisation), see :mod:`bayesglmm.quadrature`.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor.tensor as pt
 import xarray as xr
 from pymc.model.fgraph import clone_model
 
-from . import stats
+from . import quadrature, stats
 from ._data import level_labels
 from .errors import ArgumentError, NewLevelError
 from .formula import parse_formula
@@ -73,21 +80,39 @@ def _expr_terms(expr: str, blocks) -> set[str]:
     return labels
 
 
+#: Largest number of values built at once when integrating (draws × rows stored,
+#: rows × nodes per draw).
+BUDGET = 20_000_000
+
+
 def _free_posterior(res: GLMMResults) -> xr.Dataset:
     names = [v.name for v in res.model.pymc_model.free_RVs]
     return res.idata.posterior[names]
 
 
-def _prepare(res, newdata, keep, allow_new_levels, rng):
-    """Data updates, posterior (with zeroed/added effects) and dim changes."""
+def _new_level_error(block, labels: np.ndarray) -> NewLevelError:
+    new = list(dict.fromkeys(labels))
+    return NewLevelError(
+        f"new data has {len(new)} level(s) of {block.group!r} not seen when fitting "
+        f"(e.g. {new[:3]}); pass allow_new_levels=True to draw their effects from the "
+        "fitted distribution"
+    )
+
+
+def _prepare(res, frame, keep, pinned, allow_new_levels, rng):
+    """Data updates, posterior (zeroed/added effects) and dim changes for ``frame``.
+
+    ``frame`` is None for the fitted rows.  Blocks in ``pinned`` are left to
+    the caller (their effects are set to chosen ``z`` values).
+    """
     design = res.model.design
     posterior = _free_posterior(res).copy()
     updates: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     Zs = [b.Z for b in design.blocks]
-    if newdata is not None:
-        nd = design.new_data(newdata)
-        frame = newdata
+    if frame is not None:
+        skip = frozenset(b.name for b in design.blocks if b.name in pinned or not keep[b.name])
+        nd = design.new_data(frame, skip=skip)
         n = nd.X.shape[0]
         if design.fixed.slope_columns.size:
             updates["X"] = design.fixed.standardized(nd.X)
@@ -101,13 +126,9 @@ def _prepare(res, newdata, keep, allow_new_levels, rng):
             idx = nd.idx[i].copy()
             if nd.new_level[i].any():
                 labels = level_labels(frame, block.factors)[nd.new_level[i]]
-                new = list(dict.fromkeys(labels))
                 if not allow_new_levels:
-                    raise NewLevelError(
-                        f"new data has {len(new)} level(s) of {block.group!r} not seen when fitting "
-                        f"(e.g. {new[:3]}); pass allow_new_levels=True to draw their effects from the "
-                        "fitted distribution"
-                    )
+                    raise _new_level_error(block, labels)
+                new = list(dict.fromkeys(labels))
                 lookup = {lab: len(block.levels) + j for j, lab in enumerate(new)}
                 idx[nd.new_level[i]] = [lookup[lab] for lab in labels]
                 dims[block.group] = block.levels + tuple(new)
@@ -115,13 +136,15 @@ def _prepare(res, newdata, keep, allow_new_levels, rng):
             updates[f"idx_{block.name}"] = idx
     for i, block in enumerate(design.blocks):
         kept = keep[block.name]
-        if not kept:
+        if block.name in pinned:
+            pass
+        elif not kept:
             posterior[f"z_{block.name}"] = posterior[f"z_{block.name}"] * 0.0
         elif len(kept) < len(block.terms):
             Z = np.array(Zs[i], dtype=float)
             Z[:, [t not in kept for t in block.terms]] = 0.0
             Zs[i] = Z
-        if not block.intercept_only and (newdata is not None or len(kept) < len(block.terms)):
+        if not block.intercept_only and (frame is not None or len(kept) < len(block.terms)):
             updates[f"Z_{block.name}"] = np.asarray(Zs[i], dtype=float)
     return updates, posterior, dims
 
@@ -132,21 +155,22 @@ def _extend(posterior: xr.Dataset, block, new: list[str], rng: np.random.Generat
     shape = (z.sizes["chain"], z.sizes["draw"], len(new), z.sizes[z.dims[-1]])
     coords = {block.group: new, z.dims[-1]: z[z.dims[-1]].values}
     extra = xr.DataArray(rng.standard_normal(shape), dims=z.dims, coords=coords)
-    extended = xr.concat([z, extra], dim=block.group)
+    return _replace_z(posterior, block, xr.concat([z, extra], dim=block.group))
+
+
+def _replace_z(posterior: xr.Dataset, block, z: xr.DataArray) -> xr.Dataset:
     others = posterior.drop_vars(f"z_{block.name}")
     others = others.drop_dims(block.group) if block.group in others.dims else others
-    return others.assign({f"z_{block.name}": extended})
+    return others.assign({f"z_{block.name}": z})
 
 
-def predict_draws(res, newdata=None, kind="mean", re_formula=None, allow_new_levels=False, random_seed=None):
-    """Posterior draws of the prediction, shape (chain, draw, row)."""
-    if kind not in KINDS:
-        raise ArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    if newdata is not None and not isinstance(newdata, pd.DataFrame):
-        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    rng = np.random.default_rng(random_seed)
-    keep = kept_terms(res.model.design, re_formula)
-    updates, posterior, dims = _prepare(res, newdata, keep, allow_new_levels, rng)
+def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
+    """Run the cloned graph on new data: draws (chain, draw, row) of ``var``.
+
+    With ``weights`` (M,) the rows are M stacked copies of the same rows and the
+    result is their weighted sum, formed inside the graph (a deterministic over
+    ``var``) so that only (chain, draw, row) is ever stored.
+    """
     model = clone_model(res.model.pymc_model)
     logger = logging.getLogger("pymc")
     level = logger.level
@@ -157,20 +181,134 @@ def predict_draws(res, newdata=None, kind="mean", re_formula=None, allow_new_lev
                 model.set_dim(dim, len(values), coord_values=values)
             if updates:
                 pm.set_data(updates)
+            if weights is not None:
+                stacked = model[var].reshape((len(weights), -1))
+                pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
+                var = "_averaged"
             out = pm.sample_posterior_predictive(
-                posterior,
-                var_names=[KINDS[kind]],
-                random_seed=random_seed,
-                progressbar=False,
-                return_inferencedata=False,
+                posterior, var_names=[var], random_seed=random_seed, progressbar=False, return_inferencedata=False
             )
     finally:
         logger.setLevel(level)
-    return np.asarray(out[KINDS[kind]])
+    return np.asarray(out[var])
+
+
+def _pin_nodes(design, pinned: dict[str, str | float], random_seed):
+    """z values (M, sum of k) of the pinned blocks, and quadrature weights (M,)."""
+    integrated = [b for b in design.blocks if pinned.get(b.name) == "integrate"]
+    nodes, weights = quadrature.normal_nodes(sum(len(b.terms) for b in integrated), random_seed)
+    parts, start = {}, 0
+    for block in integrated:
+        parts[block.name] = nodes[:, start : start + len(block.terms)]
+        start += len(block.terms)
+    for block in design.blocks:
+        if block.name in pinned and block.name not in parts:
+            fixed = quadrature.quantile_node(len(block.terms), pinned[block.name])
+            parts[block.name] = np.broadcast_to(fixed, (len(weights), len(block.terms)))
+    return parts, weights
+
+
+def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
+    """Mean response averaged over nodes of the pinned blocks: (chain, draw, row)."""
+    design = res.model.design
+    parts, weights = _pin_nodes(design, pinned, random_seed)
+    M, n = len(weights), len(frame)
+    S = res.idata.posterior.sizes["chain"] * res.idata.posterior.sizes["draw"]
+    chunk = max(1, min(BUDGET // S, BUDGET // (4 * M)))  # stored output, per-draw work
+    out = []
+    for lo in range(0, n, chunk):
+        sub = frame.iloc[lo : lo + chunk]
+        tiled = sub.iloc[np.tile(np.arange(len(sub)), M)]
+        updates, posterior, dims = _prepare(res, tiled, keep, pinned, allow_new_levels, rng)
+        for block in design.blocks:
+            if block.name not in pinned:
+                continue
+            labels = tuple(f"node{m}" for m in range(M))
+            updates[f"idx_{block.name}"] = np.repeat(np.arange(M), len(sub))
+            dims[block.group] = labels
+            z = posterior[f"z_{block.name}"]
+            values = np.broadcast_to(parts[block.name], (z.sizes["chain"], z.sizes["draw"], M, len(block.terms)))
+            coords = {"chain": z["chain"], "draw": z["draw"], block.group: list(labels), z.dims[-1]: z[z.dims[-1]]}
+            posterior = _replace_z(posterior, block, xr.DataArray(values.copy(), dims=z.dims, coords=coords))
+        out.append(_evaluate(res, posterior, updates, dims, "mu", random_seed, weights))
+    return np.concatenate(out, axis=-1)
+
+
+def _pinned_blocks(design, keep, marginal, re_quantile) -> dict[str, str | float]:
+    """Blocks whose effects are integrated ("integrate") or held at a quantile (float)."""
+    pinned: dict[str, str | float] = {}
+    if re_quantile is not None:
+        by_group = re_quantile if isinstance(re_quantile, dict) else {b.group: re_quantile for b in design.blocks}
+        groups = {b.group for b in design.blocks}
+        for group, q in by_group.items():
+            if group not in groups:
+                raise ArgumentError(f"re_quantile names {group!r}, which is not a grouping factor of the model")
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 1:
+                raise ArgumentError(f"re_quantile for {group!r} must be a probability in (0, 1), got {q!r}")
+            pinned.update({b.name: float(q) for b in design.blocks if b.group == group})
+    if marginal:
+        for block in design.blocks:
+            if block.name in pinned or len(keep[block.name]) == len(block.terms):
+                continue
+            if keep[block.name]:
+                raise ArgumentError(
+                    f"marginal=True cannot integrate over part of the ({block.expr} | {block.group}) block; "
+                    "keep all of its terms or none in re_formula"
+                )
+            pinned[block.name] = "integrate"
+    return pinned
+
+
+def predict_draws(
+    res,
+    newdata=None,
+    kind="mean",
+    re_formula=None,
+    allow_new_levels=False,
+    random_seed=None,
+    marginal=False,
+    re_quantile=None,
+):
+    """Posterior draws of the prediction, shape (chain, draw, row)."""
+    if kind not in KINDS:
+        raise ArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if newdata is not None and not isinstance(newdata, pd.DataFrame):
+        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if not isinstance(marginal, bool):
+        raise ArgumentError(f"marginal must be True or False, got {marginal!r}")
+    design = res.model.design
+    rng = np.random.default_rng(random_seed)
+    if marginal and re_formula is None:
+        re_formula = "~0"  # population-averaged over every random effect
+    keep = kept_terms(design, re_formula)
+    pinned = _pinned_blocks(design, keep, marginal, re_quantile)
+    if not pinned:
+        updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, rng)
+        return _evaluate(res, posterior, updates, dims, KINDS[kind], random_seed)
+    if kind == "response":
+        raise ArgumentError(
+            "kind='response' cannot be combined with marginal=True or re_quantile; use kind='mean', "
+            "or allow_new_levels=True with new group labels to draw responses for new groups"
+        )
+    frame = design.data if newdata is None else newdata
+    mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed)
+    if kind == "link":
+        with np.errstate(divide="ignore"):
+            return res.model.link.forward_np(mean)
+    return mean
 
 
 def predict(
-    res, newdata=None, kind="mean", re_formula=None, allow_new_levels=False, prob=0.94, summary=True, random_seed=None
+    res,
+    newdata=None,
+    kind="mean",
+    re_formula=None,
+    allow_new_levels=False,
+    prob=0.94,
+    summary=True,
+    random_seed=None,
+    marginal=False,
+    re_quantile=None,
 ):
     """Posterior predictions for the fitted or new rows.
 
@@ -178,10 +316,13 @@ def predict(
     ----------
     res : GLMMResults
     newdata : DataFrame, optional
-        Rows to predict; the fitted rows when omitted.
+        Rows to predict; the fitted rows when omitted.  Grouping columns may
+        be absent for blocks that ``re_formula`` leaves out or that are
+        integrated out.
     kind : {"mean", "link", "response"}
         Expected response (probability for binomial), linear predictor, or
-        posterior predictive draws of the response.
+        posterior predictive draws of the response.  With ``marginal`` or
+        ``re_quantile``, ``"link"`` is the link of the averaged mean.
     re_formula : str, optional
         Which random effects to include (None: all; "~0": none).
     allow_new_levels : bool
@@ -192,10 +333,19 @@ def predict(
         DataFrame of ``mean, sd, hdi_low, hdi_high`` per row, or the raw
         draws (chain, draw, row).
     random_seed : int, optional
-        Seeds response draws and new-level effects.
+        Seeds response draws, new-level effects and quasi-Monte Carlo nodes.
+    marginal : bool
+        Population-averaged predictions: per posterior draw, average the mean
+        response over the fitted N(0, G) of every random effect that
+        ``re_formula`` leaves out (all of them when ``re_formula`` is None).
+    re_quantile : float or dict, optional
+        Hold random effects at this quantile of their fitted distribution
+        (e.g. 0.2 for the 20th percentile doctor); a dict maps grouping
+        factors to quantiles.  For a block with slopes the first term is set
+        to its quantile and the others to their conditional mean.
     """
     prob = stats.check_prob(prob)
-    draws = predict_draws(res, newdata, kind, re_formula, allow_new_levels, random_seed)
+    draws = predict_draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, marginal, re_quantile)
     if not summary:
         return draws
     index = (res.model.design.data if newdata is None else newdata).index

@@ -180,8 +180,15 @@ class GLMMResults:
         prob=0.94,
         summary=True,
         random_seed=None,
+        marginal=False,
+        re_quantile=None,
     ):
-        """Posterior predictions; see :func:`bayesglmm.predict.predict`."""
+        """Posterior predictions; see :func:`bayesglmm.predict.predict`.
+
+        ``marginal=True`` gives population-averaged predictions (random
+        effects integrated over their fitted distribution); ``re_quantile``
+        holds them at a quantile of it.
+        """
         from .predict import predict
 
         return predict(
@@ -193,7 +200,28 @@ class GLMMResults:
             prob=prob,
             summary=summary,
             random_seed=random_seed,
+            marginal=marginal,
+            re_quantile=re_quantile,
         )
+
+    # ---- interpretation ------------------------------------------------------------
+    def icc(self, at=None, prob: float = 0.94) -> pd.DataFrame:
+        """Latent-scale ICC per grouping factor; see :func:`bayesglmm.effects.icc`."""
+        from .effects import icc
+
+        return icc(self, at=at, prob=prob)
+
+    def comparisons(self, variable, values=None, by=None, marginal=False, **kwargs) -> pd.DataFrame:
+        """Average differences of the expected response; see :func:`bayesglmm.effects.comparisons`."""
+        from .effects import comparisons
+
+        return comparisons(self, variable, values=values, by=by, marginal=marginal, **kwargs)
+
+    def slopes(self, variable, by=None, marginal=False, **kwargs) -> pd.DataFrame:
+        """Average derivatives of the expected response; see :func:`bayesglmm.effects.slopes`."""
+        from .effects import slopes
+
+        return slopes(self, variable, by=by, marginal=marginal, **kwargs)
 
     def save(self, path) -> None:
         """Write the fit to ``path`` (one zip file); read it back with :func:`bayesglmm.load`."""

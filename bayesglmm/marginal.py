@@ -1,0 +1,210 @@
+"""Exact marginalisation of gaussian random effects (identity link).
+
+With ``u_b = z_b L_bᵀ`` (``z ~ N(0, I)``) and ``U = Z L̃`` (``L̃`` block
+diagonal, one copy of ``L_b`` per level of group ``b``) the model
+
+    y = Xβ + U z + ε,   ε ~ N(0, σ² I)
+
+integrates to ``y ~ N(Xβ, σ² I + U Uᵀ)``.  With ``M = I + UᵀU / σ²`` (q × q,
+``C = chol(M)``), ``r = y - Xβ`` and ``w = C⁻¹ Uᵀ r / σ²`` (Woodbury and the
+matrix determinant lemma):
+
+    log p(y) = -½ (n log 2π + n log σ² + 2 Σ log diag C + rᵀr / σ² - wᵀw).
+
+NUTS then samples only β, the SDs, the correlations and σ; the random effects
+are drawn afterwards from their exact conditional posterior
+``z | y, θ ~ N(M⁻¹ Uᵀ r / σ², M⁻¹)``, i.e. ``z = C⁻ᵀ (w + ε)``, one draw per
+posterior draw, so the posterior ends up holding every parameter of the
+ordinary (non-marginalised) model and everything downstream is unchanged.
+
+Two layouts of ``M``:
+
+* one grouping factor: ``M`` is block diagonal with one k × k block per
+  level; the Cholesky factors and triangular solves are unrolled over the
+  k terms and vectorised over levels (O(J k³), any number of levels);
+* several grouping factors (crossed or nested): ``M`` is dense q × q, built in
+  O(q² k) from the precomputed ``ZᵀZ`` and factorised in O(q³); used up to
+  :data:`DENSE_MAX` random effects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from .design import Design, GroupBlock
+
+#: Largest number of random effects for the dense (several-factor) layout.
+DENSE_MAX = 1000
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def marginal_layout(design: Design) -> str | None:
+    """``"blocks"``, ``"dense"`` or ``None`` (cannot be marginalised exactly)."""
+    if not design.blocks:
+        return None
+    if len(design.blocks) == 1:
+        return "blocks"
+    q = sum(len(b.levels) * len(b.terms) for b in design.blocks)
+    return "dense" if q <= DENSE_MAX else None
+
+
+def _cross_products(block: GroupBlock) -> np.ndarray:
+    """Per level j, ``Σ_{i in j} Z_i Z_iᵀ``: shape (J, k, k)."""
+    J, k = len(block.levels), len(block.terms)
+    out = np.zeros((J, k, k))
+    np.add.at(out, block.idx, block.Z[:, :, None] * block.Z[:, None, :])
+    return out
+
+
+def _group_sums(block: GroupBlock, r: pt.TensorVariable) -> pt.TensorVariable:
+    """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k)."""
+    J, k = len(block.levels), len(block.terms)
+    return pt.inc_subtensor(pt.zeros((J, k))[block.idx], pt.as_tensor(block.Z) * r[:, None])
+
+
+def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable]]:
+    """Cholesky factors of J stacked k × k matrices, unrolled: ``C[i][j]`` has shape (J,)."""
+    C = [[None] * k for _ in range(k)]
+    for j in range(k):
+        diag = M[:, j, j] - sum((C[j][m] ** 2 for m in range(j)), start=pt.zeros(()))
+        C[j][j] = pt.sqrt(diag)
+        for i in range(j + 1, k):
+            off = M[:, i, j] - sum((C[i][m] * C[j][m] for m in range(j)), start=pt.zeros(()))
+            C[i][j] = off / C[j][j]
+    return C
+
+
+def _forward(C, c: pt.TensorVariable, k: int) -> list[pt.TensorVariable]:
+    """Solve ``C w = c`` (lower triangular, stacked)."""
+    w: list[pt.TensorVariable] = []
+    for i in range(k):
+        acc = c[:, i] - sum((C[i][m] * w[m] for m in range(i)), start=pt.zeros(()))
+        w.append(acc / C[i][i])
+    return w
+
+
+def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
+    """Solve ``Cᵀ z = v`` (stacked); returns (J, k)."""
+    z: list[pt.TensorVariable] = [None] * k
+    for i in reversed(range(k)):
+        acc = v[i] - sum((C[m][i] * z[m] for m in range(i + 1, k)), start=pt.zeros(()))
+        z[i] = acc / C[i][i]
+    return pt.stack(z, axis=1)
+
+
+def _blocks_terms(design: Design, L: pt.TensorVariable, sigma2, r):
+    """(log det M, wᵀw, z draw) for one grouping factor."""
+    block = design.blocks[0]
+    k = len(block.terms)
+    A = pt.as_tensor(_cross_products(block))
+    AL = pt.tensordot(A, L, axes=[[2], [0]])  # (J, k, k): A_j L
+    M = pt.eye(k)[None] + pt.tensordot(AL, L, axes=[[1], [0]]).dimshuffle(0, 2, 1) / sigma2
+    C = _small_cholesky(M, k)
+    w = _forward(C, pt.dot(_group_sums(block, r), L) / sigma2, k)
+    logdet = 2.0 * sum((pt.log(C[i][i]).sum() for i in range(k)), start=pt.zeros(()))
+    eps = pm.Normal.dist(0.0, 1.0, size=(len(block.levels), k))
+    z = _backward(C, [w[i] + eps[:, i] for i in range(k)], k)
+    return logdet, sum((wi @ wi for wi in w), start=pt.zeros(())), {block.name: z}
+
+
+def _full_cross_product(design: Design) -> np.ndarray:
+    """Dense ``Z̃ᵀZ̃`` over all blocks, random effects ordered (block, level, term)."""
+    cols = []
+    for block in design.blocks:
+        J, k = len(block.levels), len(block.terms)
+        dense = np.zeros((design.n, J * k))
+        rows = np.arange(design.n)
+        for t in range(k):
+            dense[rows, block.idx * k + t] = block.Z[:, t]
+        cols.append(dense)
+    Zt = np.hstack(cols)
+    return Zt.T @ Zt
+
+
+def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
+    """(log det M, wᵀw, z draws) for several grouping factors."""
+    K = _full_cross_product(design)
+    sizes = [(len(b.levels), len(b.terms)) for b in design.blocks]
+    starts = np.cumsum([0] + [J * k for J, k in sizes])
+    rows = []
+    for a, (Ja, ka) in zip(design.blocks, sizes):
+        row = []
+        for b, (Jb, kb) in zip(design.blocks, sizes):
+            sa, sb = starts[design.blocks.index(a)], starts[design.blocks.index(b)]
+            Kab = pt.as_tensor(K[sa : sa + Ja * ka, sb : sb + Jb * kb].reshape(Ja, ka, Jb, kb))
+            left = pt.tensordot(Ls[a.name], Kab, axes=[[0], [1]])  # (ka', Ja, Jb, kb)
+            both = pt.tensordot(left, Ls[b.name], axes=[[3], [0]])  # (ka', Ja, Jb, kb')
+            row.append(both.dimshuffle(1, 0, 2, 3).reshape((Ja * ka, Jb * kb)))
+        rows.append(pt.concatenate(row, axis=1))
+    q = int(starts[-1])
+    M = pt.eye(q) + pt.concatenate(rows, axis=0) / sigma2
+    C = pt.linalg.cholesky(M)
+    c = pt.concatenate([pt.dot(_group_sums(b, r), Ls[b.name]).ravel() for b in design.blocks]) / sigma2
+    w = pt.linalg.solve_triangular(C, c, lower=True)
+    logdet = 2.0 * pt.log(pt.diagonal(C)).sum()
+    eps = pm.Normal.dist(0.0, 1.0, size=q)
+    z_all = pt.linalg.solve_triangular(C.T, w + eps, lower=False)
+    draws = {
+        b.name: z_all[starts[i] : starts[i + 1]].reshape((J, k))
+        for i, (b, (J, k)) in enumerate(zip(design.blocks, sizes))
+    }
+    return logdet, w @ w, draws
+
+
+def add_marginal_likelihood(
+    design: Design,
+    eta_fixed: pt.TensorVariable,
+    scales: dict[str, pt.TensorVariable],
+    sigma: pt.TensorVariable,
+    observed: pt.TensorVariable,
+) -> None:
+    """Add the marginal log-likelihood (a ``Potential``) and the conditional draws.
+
+    ``scales`` maps each block name to its k × k factor ``L`` (Cholesky factor
+    of the block's covariance, or ``diag(sd)``).  The draws are deterministics
+    ``z_<block>`` built on an unregistered N(0, 1): they are never stored while
+    sampling and are produced afterwards by :func:`complete_posterior`.
+    """
+    layout = marginal_layout(design)
+    sigma2 = sigma**2
+    r = observed - eta_fixed
+    if layout == "blocks":
+        logdet, ww, draws = _blocks_terms(design, scales[design.blocks[0].name], sigma2, r)
+    else:
+        logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
+    n = design.n
+    pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + (r @ r) / sigma2 - ww))
+    for block in design.blocks:
+        pm.Deterministic(f"z_{block.name}", draws[block.name], dims=(block.group, f"{block.name}__term"))
+
+
+def effect_draw_names(design: Design) -> list[str]:
+    """Names of the conditional draws of the random effects."""
+    return [f"z_{block.name}" for block in design.blocks]
+
+
+def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design, seed: int) -> None:
+    """Add exact conditional draws of ``z`` and the effects ``r`` to ``idata.posterior``."""
+    names = effect_draw_names(design)
+    kwargs = {"var_names": names, "progressbar": False, "return_inferencedata": False}
+    z = pm.sample_posterior_predictive(idata, model=marginal, random_seed=seed, **kwargs)
+    posterior = idata.posterior
+    for name in names:
+        posterior[name] = _as_da(z[name], posterior, full, name)
+    r_names = [f"r_{block.name}" for block in design.blocks]
+    kwargs["var_names"] = r_names
+    r = pm.sample_posterior_predictive(idata, model=full, random_seed=seed, **kwargs)
+    for name in r_names:
+        posterior[name] = _as_da(r[name], posterior, full, name)
+
+
+def _as_da(values: np.ndarray, posterior, model: pm.Model, name: str):
+    """A DataArray of ``values`` with the dims the model gives ``name``."""
+    import xarray as xr
+
+    dims = ("chain", "draw", *model.named_vars_to_dims[name])
+    coords = {d: posterior.coords[d] for d in ("chain", "draw")}
+    coords.update({d: list(model.coords[d]) for d in dims[2:]})
+    return xr.DataArray(np.asarray(values), dims=dims, coords=coords)

@@ -1,0 +1,112 @@
+"""Exact marginalisation of gaussian random effects: logp against dense algebra, draws, fits."""
+
+import warnings
+
+import numpy as np
+import pymc as pm
+import pytest
+from scipy import stats
+
+import bayesglmm as bg
+from bayesglmm.marginal import marginal_layout
+
+
+def _dense_marginal_logp(m, values):
+    """log N(y | Xβ, σ²I + Z G Zᵀ) from the model's own parameter values, by brute force."""
+    design = m.design
+    mean = design.fixed.X @ values["fixef"]
+    V = values["sigma"] ** 2 * np.eye(design.n)
+    for block in design.blocks:
+        sd = values[f"sd_{block.name}"]
+        cor = values.get(f"cor_{block.name}", np.eye(len(block.terms)))
+        G = np.outer(sd, sd) * cor
+        Zfull = np.zeros((design.n, len(block.levels) * len(block.terms)))
+        for t in range(len(block.terms)):
+            Zfull[np.arange(design.n), block.idx * len(block.terms) + t] = block.Z[:, t]
+        V += Zfull @ np.kron(np.eye(len(block.levels)), G) @ Zfull.T
+    return stats.multivariate_normal(mean, V).logpdf(design.y)
+
+
+def _values(model, names, point):
+    outs = model.replace_rvs_by_values([model[n] for n in names])
+    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore")
+    return dict(zip(names, fn(point)))
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ x + (1 + x | g)", "y ~ x + f + (1 + x || g)", "y ~ x + (1 | g)", "y ~ x + (1 + x | g) + (1 | h)"],
+)
+def test_marginal_logp_equals_dense_gaussian(sim_gaussian, formula):
+    m = bg.GLMM(formula, sim_gaussian)
+    model = m.marginal_model()
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # away from the initial point, where everything is symmetric
+        point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()}
+        names = ["fixef", "sigma"] + [f"sd_{b.name}" for b in m.design.blocks]
+        names += [f"cor_{b.name}" for b in m.design.blocks if b.correlated]
+        potential = _values(model, ["y_marginal"], point)["y_marginal"]
+        expected = _dense_marginal_logp(m, _values(model, names, point))
+        assert potential == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_marginal_model_samples_no_random_effects(sim_gaussian):
+    m = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian)
+    free = {v.name for v in m.marginal_model().free_RVs}
+    assert free == {"Intercept_centered", "b_normal_scaled", "chol_g", "sigma"}
+    assert marginal_layout(m.design) == "blocks"
+    assert m._use_marginal("auto") is True
+    assert bg.GLMM("y ~ x + (1 | g) + (1 | h)", sim_gaussian)._use_marginal("auto") is False
+
+
+def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
+    """At fixed parameters the z draws have the Gaussian conditional's mean and covariance."""
+    m = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian)
+    model = m.marginal_model()
+    point = model.initial_point()
+    (z,) = model.replace_rvs_by_values([model["z_g"]])
+    fn = model.compile_fn(z, inputs=model.value_vars, random_seed=3, on_unused_input="ignore")
+    draws = np.stack([fn(point) for _ in range(4000)])  # (S, J, k)
+    names = ["fixef", "sigma", "sd_g", "cor_g"]
+    v = _values(model, names, point)
+    G = np.outer(v["sd_g"], v["sd_g"]) * v["cor_g"]
+    L = np.linalg.cholesky(G)
+    block = m.design.blocks[0]
+    j = 4  # one group: z_j | y ~ N(P⁻¹ Lᵀ Z_jᵀ r_j / σ², P⁻¹), P = I + Lᵀ Z_jᵀ Z_j L / σ²
+    rows = block.idx == j
+    Zj = block.Z[rows]
+    r = m.design.y[rows] - m.design.fixed.X[rows] @ v["fixef"]
+    s2 = v["sigma"] ** 2
+    P = np.eye(2) + L.T @ Zj.T @ Zj @ L / s2
+    mean = np.linalg.solve(P, L.T @ Zj.T @ r / s2)
+    assert draws[:, j].mean(axis=0) == pytest.approx(mean, abs=4 * np.sqrt(np.diag(np.linalg.inv(P)) / 4000).max())
+    assert np.cov(draws[:, j].T) == pytest.approx(np.linalg.inv(P), abs=0.05)
+
+
+def test_bad_marginalize_argument(sim_gaussian, sim_binary):
+    with pytest.raises(bg.FitArgumentError, match="marginalize must be"):
+        bg.GLMM("y ~ x + (1 | g)", sim_gaussian).fit(marginalize="yes")
+    with pytest.raises(bg.FitArgumentError, match="family='gaussian'"):
+        bg.GLMM("y ~ x + (1 | g)", sim_binary, family="bernoulli").fit(marginalize=True)
+    with pytest.raises(bg.FitArgumentError, match="no random effects"):
+        bg.GLMM("y ~ x", sim_gaussian).fit(marginalize=True)
+
+
+@pytest.mark.sampling
+def test_marginal_fit_matches_full_fit(sim_gaussian):
+    """Same posterior either way (means within a few MC standard errors)."""
+    m = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian)
+    kw = {"draws": 500, "tune": 500, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        marg = m.fit(marginalize=True, **kw)
+        full = m.fit(marginalize=False, **kw)
+    assert marg.idata.attrs["marginalized"] == 1 and full.idata.attrs["marginalized"] == 0
+    a, b = marg.summary(), full.summary()
+    se = np.sqrt((a["sd"] / np.sqrt(a["ess_bulk"])) ** 2 + (b["sd"] / np.sqrt(b["ess_bulk"])) ** 2)
+    assert (np.abs(a["mean"] - b["mean"]) < 4 * se).all()
+    ra, rb = marg.ranef(), full.ranef()
+    assert np.abs(ra["mean"] - rb["mean"]).max() < 0.25 * ra["sd"].mean()
+    assert "y" in marg.idata.log_likelihood
+    assert marg.predict().shape == (m.design.n, 4)
+    assert pm.__version__  # the marginal model is a plain PyMC model
