@@ -6,6 +6,7 @@ The pipeline, one module per stage: :mod:`~bayesglmm.formula` ->
 """
 
 from . import datasets, effects, plots, simulate
+from .compare import compare
 from .errors import (
     ArgumentError,
     BayesGLMMError,
@@ -46,6 +47,7 @@ __all__ = [
     "PriorError",
     "ResponseError",
     "SamplerUnavailableError",
+    "compare",
     "datasets",
     "effects",
     "exponential",

@@ -223,6 +223,19 @@ class GLMMResults:
 
         return slopes(self, variable, by=by, marginal=marginal, **kwargs)
 
+    # ---- model checking ----------------------------------------------------------
+    def loo(self, group: str | None = None, pointwise: bool = True):
+        """PSIS-LOO, per observation or leaving out one level of ``group`` at a time."""
+        from .compare import loo
+
+        return loo(self, group=group, pointwise=pointwise)
+
+    def waic(self, pointwise: bool = True):
+        """WAIC (ArviZ)."""
+        from .compare import waic
+
+        return waic(self, pointwise=pointwise)
+
     def save(self, path) -> None:
         """Write the fit to ``path`` (one zip file); read it back with :func:`bayesglmm.load`."""
         from .io import save

@@ -1,0 +1,52 @@
+"""LOO, leave-one-group-out and compare."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesglmm as bg
+
+pytestmark = pytest.mark.sampling
+SHORT = {"draws": 300, "tune": 300, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 2}
+
+
+@pytest.fixture(scope="module")
+def fits():
+    rng = np.random.default_rng(8)
+    g = np.repeat(np.arange(16), 12)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + rng.normal(0, 1, 16)[g] + rng.normal(0, 1.0, 16)[g] * x + rng.normal(0, 0.5, g.size)
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        return {
+            "slope": bg.GLMM("y ~ x + (1 + x | g)", df).fit(**SHORT),
+            "intercept": bg.GLMM("y ~ x + (1 | g)", df).fit(**SHORT),
+        }
+
+
+def test_loo_and_logo(fits):
+    res = fits["slope"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pareto-k warnings: a short fit
+        elpd = res.loo()
+    # 12 rows per group: PSIS over whole groups is strained, and says so
+    with pytest.warns(UserWarning, match=r"levels of 'g' have Pareto k > 0.7"):
+        logo = res.loo(group="g")
+    assert elpd.loo_i.shape == (res.model.design.n,)
+    assert logo.loo_i.shape == (16,) and logo.pareto_k.shape == (16,)
+    assert float(logo.loo_i.sum()) == pytest.approx(logo.elpd_loo)
+    assert np.isfinite(res.waic().elpd_waic)
+    with pytest.raises(bg.ArgumentError, match="not a grouping factor"):
+        res.loo(group="school")
+
+
+def test_compare_prefers_the_true_random_slope(fits):
+    table = bg.compare(fits)
+    assert table.index[0] == "slope"
+    gap = table.loc["intercept", "elpd_diff"]
+    assert gap > 2 * table.loc["intercept", "dse"]
+    with pytest.raises(bg.ArgumentError, match="at least two"):
+        bg.compare({"a": fits["slope"]})
