@@ -7,7 +7,8 @@
 * :func:`quantile_histograms` — predicted probabilities over the data with the
   group effect held at quantiles of its distribution (the UCLA figures);
 * :func:`z_pattern` — the sparsity pattern of the random-effects design Z;
-* :func:`trace`, :func:`rank` — ArviZ trace and rank plots of the parameters.
+* :func:`trace`, :func:`rank` — ArviZ trace and rank plots of the parameters;
+* :func:`ppc` — ArviZ posterior predictive check of the response.
 """
 
 from __future__ import annotations
@@ -189,3 +190,25 @@ def rank(res: GLMMResults, var_names: Sequence[str] | None = None):
     """ArviZ rank plot (chains should look alike and uniform)."""
     axes = stats.az.plot_rank(res.idata, var_names=list(var_names or _parameter_names(res)))
     return np.asarray(axes).ravel()[0].figure
+
+
+def ppc(res: GLMMResults, draws: int = 100, random_seed: int | None = None, ax=None):
+    """ArviZ posterior predictive check: the observed response against replicated data sets.
+
+    ``draws`` replicated data sets are simulated from the fitted graph
+    (``predict(kind="response")``) with every fitted random effect.
+    """
+    import xarray as xr
+
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ArgumentError(f"draws must be a positive integer, got {draws!r}")
+    y_rep = predict_draws(res, kind="response", random_seed=random_seed)
+    flat = y_rep.reshape((-1, y_rep.shape[-1]))
+    pick = np.random.default_rng(random_seed).choice(flat.shape[0], size=min(draws, flat.shape[0]), replace=False)
+    observed = xr.Dataset({"y": ("obs", res.model.design.y)})
+    predicted = xr.Dataset({"y": (("chain", "draw", "obs"), flat[pick][None])})
+    data = stats.az.InferenceData(posterior_predictive=predicted, observed_data=observed)
+    fig, ax = _axes(ax, figsize=(6, 4))
+    stats.az.plot_ppc(data, ax=ax, num_pp_samples=len(pick), random_seed=random_seed)
+    ax.set_xlabel(res.model.design.response_name)
+    return fig

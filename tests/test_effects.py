@@ -146,6 +146,7 @@ def test_plots_return_figures(logistic, slopes_fit):
         bg.plots.quantile_histograms(logistic),
         bg.plots.z_pattern(slopes_fit),
         bg.plots.trace(logistic),
+        bg.plots.ppc(slopes_fit, draws=20, random_seed=1),
     ):
         assert isinstance(fig, plt.Figure)
         plt.close(fig)
