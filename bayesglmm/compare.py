@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._data import level_labels
 from .errors import ArgumentError
 from .model import OBSERVED
 from .stats import az
@@ -33,12 +32,11 @@ def _grouped(res: GLMMResults, group: str) -> az.InferenceData:
     if not blocks:
         groups = [b.group for b in res.model.design.blocks]
         raise ArgumentError(f"group {group!r} is not a grouping factor of the model; they are {groups}")
-    labels = level_labels(res.model.design.data, blocks[0].factors)
-    levels, codes = np.unique(labels, return_inverse=True)
+    block = blocks[0]
     ll = res.idata.log_likelihood[OBSERVED].values
-    summed = np.zeros(ll.shape[:2] + (levels.size,))
-    np.add.at(np.moveaxis(summed, -1, 0), codes, np.moveaxis(ll, -1, 0))
-    da = xr.DataArray(summed, dims=("chain", "draw", group), coords={group: levels.astype(str)})
+    summed = np.zeros(ll.shape[:2] + (len(block.levels),))
+    np.add.at(np.moveaxis(summed, -1, 0), block.idx, np.moveaxis(ll, -1, 0))
+    da = xr.DataArray(summed, dims=("chain", "draw", group), coords={group: list(block.levels)})
     return az.InferenceData(posterior=res.idata.posterior, log_likelihood=xr.Dataset({OBSERVED: da}))
 
 

@@ -102,7 +102,7 @@ class GLMM:
             )
         if marginalize == "auto":  # the dense layout only pays off when asked for
             return gaussian and layout == "blocks"
-        return bool(marginalize) and gaussian and layout is not None
+        return marginalize
 
     def prior_summary(self) -> pd.DataFrame:
         """Every prior of the model: ``class, coef, group, prior, source``."""

@@ -129,10 +129,9 @@ def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
     sizes = [(len(b.levels), len(b.terms)) for b in design.blocks]
     starts = np.cumsum([0] + [J * k for J, k in sizes])
     rows = []
-    for a, (Ja, ka) in zip(design.blocks, sizes):
+    for a, (Ja, ka), sa in zip(design.blocks, sizes, starts):
         row = []
-        for b, (Jb, kb) in zip(design.blocks, sizes):
-            sa, sb = starts[design.blocks.index(a)], starts[design.blocks.index(b)]
+        for b, (Jb, kb), sb in zip(design.blocks, sizes, starts):
             Kab = pt.as_tensor(K[sa : sa + Ja * ka, sb : sb + Jb * kb].reshape(Ja, ka, Jb, kb))
             left = pt.tensordot(Ls[a.name], Kab, axes=[[0], [1]])  # (ka', Ja, Jb, kb)
             both = pt.tensordot(left, Ls[b.name], axes=[[3], [0]])  # (ka', Ja, Jb, kb')

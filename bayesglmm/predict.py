@@ -135,10 +135,8 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, rng):
                 posterior = _extend(posterior, block, new, rng)
             updates[f"idx_{block.name}"] = idx
     for i, block in enumerate(design.blocks):
-        kept = keep[block.name]
-        if block.name in pinned:
-            pass
-        elif not kept:
+        kept = block.terms if block.name in pinned else keep[block.name]  # pinned: set by the caller
+        if not kept:
             posterior[f"z_{block.name}"] = posterior[f"z_{block.name}"] * 0.0
         elif len(kept) < len(block.terms):
             Z = np.array(Zs[i], dtype=float)
@@ -215,6 +213,7 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
     M, n = len(weights), len(frame)
     S = res.idata.posterior.sizes["chain"] * res.idata.posterior.sizes["draw"]
     chunk = max(1, min(BUDGET // S, BUDGET // (4 * M)))  # stored output, per-draw work
+    labels = tuple(f"node{m}" for m in range(M))
     out = []
     for lo in range(0, n, chunk):
         sub = frame.iloc[lo : lo + chunk]
@@ -223,7 +222,6 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
         for block in design.blocks:
             if block.name not in pinned:
                 continue
-            labels = tuple(f"node{m}" for m in range(M))
             updates[f"idx_{block.name}"] = np.repeat(np.arange(M), len(sub))
             dims[block.group] = labels
             z = posterior[f"z_{block.name}"]
