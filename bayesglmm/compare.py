@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ArgumentError
+from .errors import ArgumentError, ConvergenceWarning
 from .model import OBSERVED
+from .predict import log_likelihood_draws
 from .stats import az
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,7 +48,7 @@ def _warn_pareto(elpd, what: str) -> None:
     if bad:
         warnings.warn(
             f"{bad} of {k.size} {what} have Pareto k > {K_THRESHOLD}: PSIS-LOO is unreliable for them; "
-            "use exact refits (K-fold cross-validation) or a more robust model",
+            "use exact refits, res.kfold(group=..., k=10), or a more robust model",
             UserWarning,
             stacklevel=4,
         )
@@ -90,3 +92,117 @@ def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.compare(data, ic=ic, var_name=OBSERVED)
+
+
+# ---- exact K-fold cross-validation --------------------------------------------------
+@dataclass(frozen=True)
+class KFold:
+    """Expected log predictive density from K refits.
+
+    ``pointwise`` has one row per held-out unit (a row, or a level of
+    ``group``) with its fold and ``elpd``; ``elpd`` is their sum and ``se``
+    its standard error, ``sqrt(n · var(pointwise))``.
+    """
+
+    elpd: float
+    se: float
+    k: int
+    group: str | None
+    pointwise: pd.DataFrame
+
+    def __repr__(self) -> str:
+        unit = "rows" if self.group is None else f"levels of {self.group!r}"
+        return (
+            f"{self.k}-fold cross-validation over {len(self.pointwise)} {unit}: elpd {self.elpd:.1f} (SE {self.se:.1f})"
+        )
+
+
+def _folds(
+    res: GLMMResults, group: str | None, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """Fold of every unit, unit of every row, and the unit labels."""
+    design = res.model.design
+    if group is None:
+        units, labels = np.arange(design.n), list(range(design.n))
+    else:
+        block = next((b for b in design.blocks if b.group == group), None)
+        if block is None:
+            raise ArgumentError(
+                f"group {group!r} is not a grouping factor; they are {[b.group for b in design.blocks]}"
+            )
+        units, labels = np.asarray(block.idx), list(block.levels)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= len(labels):
+        raise ArgumentError(f"k must be an integer between 2 and the number of units ({len(labels)}), got {k!r}")
+    return rng.permutation(np.arange(len(labels)) % k), units, labels
+
+
+def kfold(
+    res: GLMMResults,
+    group: str | None = None,
+    k: int = 10,
+    random_seed: int | None = None,
+    new_level_draws: int = 20,
+    **fit_kwargs,
+) -> KFold:
+    """Exact K-fold cross-validation by refitting the model K times.
+
+    Parameters
+    ----------
+    group : str, optional
+        Hold out whole levels of this grouping factor (grouped K-fold, the
+        exact counterpart of ``loo(group=...)``); rows otherwise.
+    k : int
+        Number of folds; units are assigned at random (seeded).
+    random_seed : int, optional
+        Seeds the fold assignment, the refits and the new-level effects.
+    new_level_draws : int
+        Held-out levels are new to the refit: their effects are integrated
+        over the fitted N(0, G) with this many Monte Carlo draws per
+        posterior draw.
+    **fit_kwargs
+        Passed to :meth:`GLMM.fit` (``draws``, ``tune``, ``chains``, ``sampler``, ...).
+    """
+    from .glmm import GLMM
+
+    model, design = res.model, res.model.design
+    rng = np.random.default_rng(random_seed)
+    fold_of_unit, units, labels = _folds(res, group, k, rng)
+    fold = fold_of_unit[units]
+    seeds = rng.integers(0, 2**31 - 1, size=(k, 2))
+    elpd, unconverged = np.zeros(len(labels)), []
+    for f in range(k):
+        test = np.flatnonzero(fold == f)
+        train = design.data.iloc[np.flatnonzero(fold != f)]
+        refit = GLMM(model.formula, train, family=model.family, link=model.link.name, priors=model.user_priors)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            fitted = refit.fit(random_seed=int(seeds[f, 0]), progressbar=False, **fit_kwargs)
+        for w in caught:  # convergence is summarised below; anything else passes through
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn(w.message, w.category, stacklevel=3)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            unconverged.append(f)
+        trials = None if design.trials is None else design.trials[test]
+        held_out = design.data.iloc[test]
+        repeats = (
+            max(1, int(new_level_draws)) if any(np.any(n) for n in refit.design.new_data(held_out).new_level) else 1
+        )
+        draws = [
+            log_likelihood_draws(fitted, held_out, design.y[test], trials, True, int(seeds[f, 1]) + r)
+            for r in range(repeats)
+        ]
+        ll = np.stack(draws).reshape((-1, test.size))  # (repeats × chain × draw, row)
+        summed = np.zeros((ll.shape[0], len(labels)))
+        np.add.at(summed.T, units[test], ll.T)
+        held = np.unique(units[test])
+        top = summed[:, held].max(axis=0)
+        elpd[held] = top + np.log(np.mean(np.exp(summed[:, held] - top), axis=0))
+    if unconverged:
+        warnings.warn(
+            f"the refits of fold(s) {unconverged} raised convergence warnings; their elpd is less "
+            "certain: pass more draws/tune to kfold(...)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    table = pd.DataFrame({"unit": labels, "fold": fold_of_unit, "elpd": elpd})
+    return KFold(float(elpd.sum()), float(np.sqrt(len(elpd) * elpd.var(ddof=1))), k, group, table)

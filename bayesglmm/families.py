@@ -96,6 +96,15 @@ class Family:
         """Expected response (per trial for binomial) given ``eta``."""
         return link.inverse(eta)
 
+    def variance(
+        self, mean: np.ndarray, params: Mapping[str, np.ndarray], trials: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Variance of the response (per trial for binomial) given its mean, for Bayes R².
+
+        ``mean`` has shape (..., row) and ``params`` hold draws of shape (...).
+        """
+        raise FamilyError(f"family {self.name!r} defines no variance function")
+
     def latent_variance(
         self, link: Link, params: Mapping[str, np.ndarray], mean: np.ndarray | None = None
     ) -> np.ndarray | float:
@@ -143,6 +152,10 @@ class Gaussian(Family):
     def likelihood(self, name, eta, link, params, observed, trials):
         return pm.Normal(name, mu=link.inverse(eta), sigma=params["sigma"], observed=observed, shape=eta.shape)
 
+    def variance(self, mean, params, trials=None):
+        sigma = np.asarray(params["sigma"])[..., None]
+        return np.broadcast_to(sigma**2, np.shape(mean))
+
     def latent_variance(self, link, params, mean=None):
         sigma2 = np.asarray(params["sigma"]) ** 2
         if link.name == "log":  # log-normal approximation of the residual on the log scale
@@ -178,6 +191,10 @@ class Bernoulli(Family):
         if link.name == "logit":
             return pm.Bernoulli(name, logit_p=eta, observed=observed, shape=eta.shape)
         return pm.Bernoulli(name, p=link.inverse(eta), observed=observed, shape=eta.shape)
+
+    def variance(self, mean, params, trials=None):
+        mean = np.asarray(mean)
+        return mean * (1.0 - mean) / (1.0 if trials is None else np.asarray(trials))
 
     def latent_variance(self, link, params, mean=None):
         return _BINARY_LINK_VARIANCE[link.name]
@@ -230,6 +247,9 @@ class Poisson(Family):
 
     def likelihood(self, name, eta, link, params, observed, trials):
         return pm.Poisson(name, mu=link.inverse(eta), observed=observed, shape=eta.shape)
+
+    def variance(self, mean, params, trials=None):
+        return np.asarray(mean)
 
     def latent_variance(self, link, params, mean=None):
         # log-normal approximation (Nakagawa et al. 2017): Var(log y | mean) ~ log(1 + 1/mean)

@@ -17,7 +17,7 @@ import pandas as pd
 import pymc as pm
 
 from .design import Design, build_design
-from .errors import FitArgumentError
+from .errors import FamilyError, FitArgumentError
 from .families import Family, get_family
 from .fit import make_config, sample
 from .formula import parse_formula
@@ -25,7 +25,10 @@ from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
 from .priors import Prior, prior_table, resolve
 from .results import GLMMResults
+from .separation import warn_separation
 from .stats import az
+
+BINARY = ("bernoulli", "binomial")
 
 
 class GLMM:
@@ -64,6 +67,7 @@ class GLMM:
         self.family, self.link = get_family(family, link)
         self.design: Design = build_design(parsed, data, na_action)
         self.family.check_response(self.design.y, self.design.trials, parsed.response)
+        self._separation = warn_separation(self.design) if self.family.name in BINARY else None
         self.user_priors = dict(priors or {})
         self.priors = resolve(self.design, self.family, self.link, priors)
         self.formula = formula
@@ -107,6 +111,18 @@ class GLMM:
     def prior_summary(self) -> pd.DataFrame:
         """Every prior of the model: ``class, coef, group, prior, source``."""
         return prior_table(self.priors, self.design)
+
+    def separation(self) -> pd.DataFrame:
+        """Separation of a binary response by predictors or groups; see :mod:`bayesglmm.separation`."""
+        if self._separation is None:
+            raise FamilyError(f"separation concerns binary responses; this model is {self.family.name!r}")
+        return self._separation
+
+    def prior_predictive(self, draws: int = 1000, random_seed: int | None = None) -> pd.DataFrame:
+        """Implied prior of the ICC and of the between-group spread; see :func:`bayesglmm.checks.prior_predictive`."""
+        from .checks import prior_predictive
+
+        return prior_predictive(self, draws=draws, random_seed=random_seed)
 
     def sample_prior_predictive(self, draws: int = 500, random_seed: int | None = None) -> az.InferenceData:
         """Draws of every parameter and of the response from the prior."""

@@ -140,7 +140,7 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
     """
     with pm.Model(coords=coords_of(design)) as model:
         observed = pm.Data("_y", design.y)
-        trials = None if design.trials is None else pm.Data("_trials", design.trials)
+        trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
         eta = pt.zeros(observed.shape[0]) + _fixed_part(design, priors)
         if design.offset is not None:
             eta = eta + pm.Data("offset", design.offset)

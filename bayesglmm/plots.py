@@ -8,7 +8,8 @@
   group effect held at quantiles of its distribution (the UCLA figures);
 * :func:`z_pattern` — the sparsity pattern of the random-effects design Z;
 * :func:`trace`, :func:`rank` — ArviZ trace and rank plots of the parameters;
-* :func:`ppc` — ArviZ posterior predictive check of the response.
+* :func:`ppc` — ArviZ posterior predictive check of the response;
+* :func:`grouped_ppc` — a statistic per group, observed against replicated.
 """
 
 from __future__ import annotations
@@ -195,14 +196,16 @@ def rank(res: GLMMResults, var_names: Sequence[str] | None = None):
 def ppc(res: GLMMResults, draws: int = 100, random_seed: int | None = None, ax=None):
     """ArviZ posterior predictive check: the observed response against replicated data sets.
 
-    ``draws`` replicated data sets are simulated from the fitted graph
-    (``predict(kind="response")``) with every fitted random effect.
+    Uses the replicated data in ``res.idata.posterior_predictive`` (drawing
+    them first with :meth:`GLMMResults.ppc` if absent) and shows ``draws`` of them.
     """
     import xarray as xr
 
+    from .checks import _replicates
+
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ArgumentError(f"draws must be a positive integer, got {draws!r}")
-    y_rep = predict_draws(res, kind="response", random_seed=random_seed)
+    y_rep = _replicates(res, random_seed)
     flat = y_rep.reshape((-1, y_rep.shape[-1]))
     pick = np.random.default_rng(random_seed).choice(flat.shape[0], size=min(draws, flat.shape[0]), replace=False)
     observed = xr.Dataset({"y": ("obs", res.model.design.y)})
@@ -211,4 +214,25 @@ def ppc(res: GLMMResults, draws: int = 100, random_seed: int | None = None, ax=N
     fig, ax = _axes(ax, figsize=(6, 4))
     stats.az.plot_ppc(data, ax=ax, num_pp_samples=len(pick), random_seed=random_seed)
     ax.set_xlabel(res.model.design.response_name)
+    return fig
+
+
+def grouped_ppc(res: GLMMResults, group: str, stat="mean", prob: float = 0.94, random_seed=None, ax=None):
+    """Grouped check: per level, the replicated statistic's interval and the observed value.
+
+    Levels are sorted by the observed statistic; observed values outside
+    their interval are drawn in red.  See :func:`bayesglmm.checks.grouped_ppc`.
+    """
+    from .checks import grouped_ppc as table_of
+
+    table = table_of(res, group, stat=stat, prob=prob, random_seed=random_seed).sort_values("observed")
+    pos = np.arange(len(table))
+    fig, ax = _axes(ax, figsize=(max(5, 0.12 * len(table) + 3), 3.5))
+    ax.vlines(pos, table["hdi_low"], table["hdi_high"], color="0.6", lw=2, label=f"replicated ({prob:.0%})")
+    outside = (table["observed"] < table["hdi_low"]) | (table["observed"] > table["hdi_high"])
+    ax.scatter(pos, table["observed"], c=np.where(outside, "C3", "k"), s=12, zorder=3, label="observed")
+    ax.set_xlabel(f"levels of {group} (sorted)")
+    ax.set_ylabel(stat if isinstance(stat, str) else getattr(stat, "__name__", "statistic"))
+    ax.set_xticks([])
+    ax.legend(frameon=False, fontsize=8)
     return fig

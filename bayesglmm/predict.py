@@ -120,7 +120,7 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, rng):
             updates["offset"] = nd.offset
         updates["_y"] = np.zeros(n)
         if design.trials is not None:
-            updates["_trials"] = np.ones(n)
+            updates["_trials"] = np.ones(n, dtype=np.int64)
         Zs = list(nd.Z)
         for i, block in enumerate(design.blocks):
             idx = nd.idx[i].copy()
@@ -162,6 +162,17 @@ def _replace_z(posterior: xr.Dataset, block, z: xr.DataArray) -> xr.Dataset:
     return others.assign({f"z_{block.name}": z})
 
 
+def _clone_with(res, updates, dims) -> pm.Model:
+    """The fitted model, cloned, with new data and dimension sizes."""
+    model = clone_model(res.model.pymc_model)
+    with model:
+        for dim, values in dims.items():
+            model.set_dim(dim, len(values), coord_values=values)
+        if updates:
+            pm.set_data(updates)
+    return model
+
+
 def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     """Run the cloned graph on new data: draws (chain, draw, row) of ``var``.
 
@@ -169,16 +180,12 @@ def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     result is their weighted sum, formed inside the graph (a deterministic over
     ``var``) so that only (chain, draw, row) is ever stored.
     """
-    model = clone_model(res.model.pymc_model)
+    model = _clone_with(res, updates, dims)
     logger = logging.getLogger("pymc")
     level = logger.level
     logger.setLevel(logging.WARNING)  # silence "Sampling: [...]" for every prediction
     try:
         with model:
-            for dim, values in dims.items():
-                model.set_dim(dim, len(values), coord_values=values)
-            if updates:
-                pm.set_data(updates)
             if weights is not None:
                 stacked = model[var].reshape((len(weights), -1))
                 pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
@@ -189,6 +196,24 @@ def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     finally:
         logger.setLevel(level)
     return np.asarray(out[var])
+
+
+def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, random_seed=None):
+    """Pointwise log-likelihood of responses ``y`` of new rows: (chain, draw, row).
+
+    Effects of new levels (with ``allow_new_levels``) are one draw from the
+    fitted N(0, G) per posterior draw, seeded by ``random_seed``.
+    """
+    rng = np.random.default_rng(random_seed)
+    keep = kept_terms(res.model.design, None)
+    updates, posterior, dims = _prepare(res, newdata, keep, {}, allow_new_levels, rng)
+    updates["_y"] = np.asarray(y, dtype=float)
+    if trials is not None:
+        updates["_trials"] = np.asarray(trials, dtype=np.int64)
+    model = _clone_with(res, updates, dims)
+    data = stats.az.InferenceData(posterior=posterior)
+    ll = pm.compute_log_likelihood(data, var_names=["y"], model=model, extend_inferencedata=False, progressbar=False)
+    return np.asarray(ll["y"].values)
 
 
 def _pin_nodes(design, pinned: dict[str, str | float], random_seed):

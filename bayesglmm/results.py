@@ -41,13 +41,15 @@ class GLMMResults:
         Max R-hat, min bulk/tail ESS, divergences, tree-depth hits.
     """
 
-    def __init__(self, model: GLMM, idata: az.InferenceData, warn: bool = True) -> None:
+    def __init__(self, model: GLMM, idata: az.InferenceData, warn: bool = True, check: bool = True) -> None:
         self.model = model
         self.idata = idata
-        with warnings.catch_warnings():
-            if not warn:
-                warnings.simplefilter("ignore")
-            self.diagnostics = check_draws(idata, self._scalar_draws())
+        self.diagnostics: dict = {}
+        if check:  # draws that are not from a sampler (prior draws) are not checked
+            with warnings.catch_warnings():
+                if not warn:
+                    warnings.simplefilter("ignore")
+                self.diagnostics = check_draws(idata, self._scalar_draws())
 
     # ---- draws -----------------------------------------------------------------
     def draws(self, name: str) -> np.ndarray:
@@ -235,6 +237,36 @@ class GLMMResults:
         from .compare import waic
 
         return waic(self, pointwise=pointwise)
+
+    def kfold(self, group: str | None = None, k: int = 10, random_seed: int | None = None, **fit_kwargs):
+        """Exact (grouped) K-fold cross-validation by refits; see :func:`bayesglmm.compare.kfold`."""
+        from .compare import kfold
+
+        return kfold(self, group=group, k=k, random_seed=random_seed, **fit_kwargs)
+
+    def ppc(self, random_seed: int | None = None):
+        """Replicated data sets into ``idata.posterior_predictive``; see :func:`bayesglmm.checks.ppc`."""
+        from .checks import ppc
+
+        return ppc(self, random_seed=random_seed)
+
+    def grouped_ppc(self, group: str, stat="mean", prob: float = 0.94, random_seed: int | None = None):
+        """Observed vs replicated statistic per level of ``group``; see :func:`bayesglmm.checks.grouped_ppc`."""
+        from .checks import grouped_ppc
+
+        return grouped_ppc(self, group, stat=stat, prob=prob, random_seed=random_seed)
+
+    def bayes_r2(self, re_formula: str | None = None, method: str = "model", prob: float = 0.94) -> pd.DataFrame:
+        """Bayesian R² (Gelman et al. 2019); see :func:`bayesglmm.checks.bayes_r2`."""
+        from .checks import bayes_r2
+
+        return bayes_r2(self, re_formula=re_formula, method=method, prob=prob)
+
+    def diagnose(self):
+        """Convergence report with advice; see :func:`bayesglmm.diagnose.diagnose`."""
+        from .diagnose import diagnose
+
+        return diagnose(self)
 
     def save(self, path) -> None:
         """Write the fit to ``path`` (one zip file); read it back with :func:`bayesglmm.load`."""

@@ -50,3 +50,23 @@ def test_compare_prefers_the_true_random_slope(fits):
     assert gap > 2 * table.loc["intercept", "dse"]
     with pytest.raises(bg.ArgumentError, match="at least two"):
         bg.compare({"a": fits["slope"]})
+
+
+def test_compare_no_false_preference_without_slope_variance():
+    # the same design, but the slopes do not vary between groups
+    rng = np.random.default_rng(9)
+    g = np.repeat(np.arange(16), 12)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + rng.normal(0, 1, 16)[g] + rng.normal(0, 0.5, g.size)
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        fits = {
+            "slope": bg.GLMM("y ~ x + (1 + x | g)", df).fit(**SHORT),
+            "intercept": bg.GLMM("y ~ x + (1 | g)", df).fit(**SHORT),
+        }
+    table = bg.compare(fits)
+    # the needless random slope is not preferred beyond one LOO standard error of the difference
+    if table.index[0] == "slope":
+        assert table.loc["intercept", "elpd_diff"] <= table.loc["intercept", "dse"], table
+    assert table.loc["slope", "p_loo"] > table.loc["intercept", "p_loo"]  # it only adds complexity

@@ -147,6 +147,7 @@ def test_plots_return_figures(logistic, slopes_fit):
         bg.plots.z_pattern(slopes_fit),
         bg.plots.trace(logistic),
         bg.plots.ppc(slopes_fit, draws=20, random_seed=1),
+        bg.plots.grouped_ppc(logistic, logistic.model.design.blocks[0].group),
     ):
         assert isinstance(fig, plt.Figure)
         plt.close(fig)
