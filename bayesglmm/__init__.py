@@ -7,6 +7,7 @@ The pipeline, one module per stage: :mod:`~bayesglmm.formula` ->
 
 from . import datasets, effects, plots, simulate
 from .compare import compare
+from .discrete_time import expand_discrete_time
 from .errors import (
     ArgumentError,
     BayesGLMMError,
@@ -50,6 +51,7 @@ __all__ = [
     "compare",
     "datasets",
     "effects",
+    "expand_discrete_time",
     "exponential",
     "gamma",
     "half_normal",

@@ -47,7 +47,7 @@ def ppc(res: GLMMResults, random_seed: int | None = None) -> xr.Dataset:
     """
     y_rep = predict_draws(res, kind="response", random_seed=random_seed)
     predicted = xr.Dataset({"y": (("chain", "draw", "obs"), y_rep)})
-    observed = xr.Dataset({"y": ("obs", res.model.design.y)})
+    observed = xr.Dataset({"y": ("obs", res.model.family.decode(res.model.design.y))})
     for name, group in (("posterior_predictive", predicted), ("observed_data", observed)):
         if name in res.idata.groups():
             del res.idata[name]
@@ -102,7 +102,7 @@ def grouped_ppc(
     if not blocks:
         raise ArgumentError(f"group {group!r} is not a grouping factor; they are {[b.group for b in design.blocks]}")
     block, fn = blocks[0], _statistic(stat)
-    y_rep, y = _replicates(res, random_seed), design.y
+    y_rep, y = _replicates(res, random_seed), res.model.family.decode(design.y)
     proportion = stat == "mean" and design.trials is not None
     rows = []
     for j, level in enumerate(block.levels):
@@ -122,6 +122,8 @@ def bayes_r2_draws(res: GLMMResults, re_formula: str | None = None, method: str 
     if method not in ("model", "residual"):
         raise ArgumentError(f"method must be 'model' or 'residual', got {method!r}")
     design, family = res.model.design, res.model.family
+    if family.categories:
+        raise ArgumentError(f"Bayes R² needs one mean per row; family {family.name!r} has one per category")
     mu = predict_draws(res, kind="mean", re_formula=re_formula)
     if design.n < 2:
         raise ArgumentError("Bayes R² needs at least two rows")

@@ -22,6 +22,7 @@ import scipy.linalg
 from . import _data
 from .errors import DataError, FormulaError, ResponseError
 from .formula import ParsedFormula, RandomTerm
+from .transforms import NAMESPACE
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -101,6 +102,8 @@ class Design:
     blocks: tuple[GroupBlock, ...]
     _fixed_dm: Any = field(repr=False, compare=False)
     _block_dms: tuple[Any, ...] = field(repr=False, compare=False)
+    #: columns of formulae's fixed design that are kept (all unless the family drops the intercept)
+    _fixed_keep: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -123,6 +126,8 @@ class Design:
         needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
         frame = _data.handle_missing(newdata, needed, "error")
         X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True)
+        if self._fixed_keep is not None:
+            X = X[:, list(self._fixed_keep)]
         Zs, idxs, news = [], [], []
         for block, dm in zip(self.blocks, self._block_dms):
             Zs.append(_evaluate(dm, frame, new=True)[0])
@@ -184,7 +189,7 @@ def _fixed_labels(common: Any) -> list[str]:
 def _design_matrices(formula: str, frame: pd.DataFrame) -> Any:
     try:
         with np.errstate(all="ignore"):  # non-finite results are reported by check_finite
-            return fm.design_matrices(formula, frame, na_action="error")
+            return fm.design_matrices(formula, frame, na_action="error", extra_namespace=NAMESPACE)
     except KeyError as exc:
         raise DataError(f"formula {formula!r} uses {exc}, which is not a column of data") from exc
     except ValueError as exc:
@@ -216,8 +221,8 @@ def _response(dm: Any, parsed: ParsedFormula) -> tuple[np.ndarray, np.ndarray | 
     return values.astype(float).reshape(-1), None
 
 
-def _standardization(X: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    has_intercept = "Intercept" in labels
+def _standardization(X: np.ndarray, labels: list[str], centre: bool) -> tuple[np.ndarray, np.ndarray]:
+    has_intercept = centre
     center, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
     for j, lab in enumerate(labels):
         if lab == "Intercept":
@@ -289,7 +294,7 @@ def _block_names(terms: tuple[RandomTerm, ...]) -> list[str]:
     return names
 
 
-def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "error") -> Design:
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "error", intercept: bool = True) -> Design:
     """Check ``data`` against ``parsed`` and build the design arrays.
 
     Parameters
@@ -299,6 +304,11 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
         Never modified.
     na_action : {"error", "drop"}
         What to do with rows holding missing values in used columns.
+    intercept : bool
+        False for families whose thresholds take the intercept's place
+        (ordinal): the intercept column is dropped after coding, so factors
+        keep their reduced-rank (treatment) coding; covariates are still
+        centred internally, the thresholds absorbing the shift.
     """
     _data.check_data(data)
     frame = _data.handle_missing(data, _data.used_columns(parsed, data), na_action)
@@ -307,9 +317,14 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
     _data.check_finite(y, f"response {parsed.response!r}")
     X, offset = _fixed_arrays(dm.common, frame, new=False)
     labels = _fixed_labels(dm.common)
+    keep = None
+    if not intercept and "Intercept" in labels:
+        keep = tuple(j for j, lab in enumerate(labels) if lab != "Intercept")
+        X, labels = X[:, list(keep)], [labels[j] for j in keep]
     _data.check_finite(X, "the fixed-effects design")
     _data.check_finite(offset, "the offset")
-    center, scale = _standardization(X, labels)
+    # centre when an intercept, or the thresholds that replace it, absorb the shift
+    center, scale = _standardization(X, labels, centre="Intercept" in labels or keep is not None)
     _check_rank(X, labels, center, scale)
     fixed = FixedDesign(_frozen(X), tuple(labels), "Intercept" in labels, _frozen(center), _frozen(scale))
     built = [_block(t, name, frame) for t, name in zip(parsed.random, _block_names(parsed.random))]
@@ -325,6 +340,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
         blocks=tuple(b for b, _ in built),
         _fixed_dm=dm,
         _block_dms=tuple(m for _, m in built),
+        _fixed_keep=keep,
     )
 
 

@@ -140,19 +140,31 @@ def _set(frame: pd.DataFrame, variable: str, value, shift: bool = False) -> pd.D
 
 
 def _average(draws: np.ndarray, frame: pd.DataFrame, by: str | None):
-    """Average (chain, draw, row) draws over rows, overall or per level of ``by``."""
+    """Average (chain, draw, row[, category]) draws over rows, overall or per level of ``by``."""
     if by is None:
-        return [((), draws.mean(axis=-1))]
+        return [((), draws.mean(axis=2))]
     if by not in frame.columns:
         raise ArgumentError(f"by={by!r} is not a column of the data")
     keys = frame[by].to_numpy()
-    return [((level,), draws[..., keys == level].mean(axis=-1)) for level in pd.unique(keys)]
+    return [((level,), draws[:, :, keys == level].mean(axis=2)) for level in pd.unique(keys)]
 
 
-def _table(records, by, prob, ratio_name) -> pd.DataFrame:
+def _per_category(records, categories) -> list:
+    """Split records whose draws carry a category axis into one record per category."""
+    out = []
+    for *key, d in records:
+        if d.ndim == 2:
+            out.append((*key, d))
+        else:
+            out += [(*key, cat, d[..., k]) for k, cat in enumerate(categories)]
+    return out
+
+
+def _table(records, by, prob, ratio_name, categories=()) -> pd.DataFrame:
+    records = _per_category(records, categories)
     draws = np.stack([d for *_, d in records], axis=-1)
     s = stats.summarize(draws, prob, diagnostics=False)
-    keys = ["term", "contrast"] + ([by] if by else [])
+    keys = ["term", "contrast"] + ([by] if by else []) + (["category"] if len(records[0]) > 3 + bool(by) else [])
     out = pd.DataFrame([r[:-1] for r in records], columns=keys)
     for k in SUMMARY:
         out[k] = s[k]
@@ -197,6 +209,8 @@ def comparisons(
         raise ArgumentError(f"scale must be 'response' or 'link', got {scale!r}")
     frame = _frame(res, newdata, variable)
     link = res.model.link
+    if scale == "link" and res.model.family.categories:
+        raise ArgumentError("scale='link' needs one mean per row; ordinal models compare category probabilities")
     records = []
     for label, low, high in _contrasts(res, frame, variable, values):
         shift = low is None
@@ -210,7 +224,7 @@ def comparisons(
         for key, diff in _average(preds[1] - preds[0], frame, by):
             records.append((variable, label, *key, diff))
     ratio = link.ratio_name if scale == "link" else None
-    return _table(records, by, prob, ratio)
+    return _table(records, by, prob, ratio, res.model.family.categories)
 
 
 def slopes(
@@ -239,4 +253,4 @@ def slopes(
         for d in (-h / 2, h / 2)
     )
     records = [(variable, "dY/dX", *key, d) for key, d in _average((hi - lo) / h, frame, by)]
-    return _table(records, by, prob, None)
+    return _table(records, by, prob, None, res.model.family.categories)

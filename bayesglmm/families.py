@@ -58,6 +58,30 @@ class Family:
     default_link: str = ""
     aux: tuple[str, ...] = ()
     needs_trials: bool = False
+    #: False when thresholds take the intercept's place (ordinal families)
+    intercept: bool = True
+    #: response categories, for families with one mean per category (set by :meth:`fitted_to`)
+    categories: tuple = ()
+
+    def prepare_response(self, data, response: str):
+        """``(data, labels)``: data with the response coded for the likelihood (a copy if changed)."""
+        return data, None
+
+    def fitted_to(self, y: np.ndarray, labels=None) -> Family:
+        """The family specialised to a response (e.g. its categories); most families are unchanged."""
+        return self
+
+    def encode(self, y: np.ndarray) -> np.ndarray:
+        """The response as the likelihood sees it (category codes for ordinal families)."""
+        return y
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`encode`, for drawn responses."""
+        return codes
+
+    def aux_labels(self, name: str, size: int) -> list[str]:
+        """Row labels of a vector-valued family parameter."""
+        return [f"{name}[{i}]" for i in range(size)]
 
     def check_response(self, y: np.ndarray, trials: np.ndarray | None, name: str) -> None:
         """Raise :class:`ResponseError` if ``y`` is outside the support."""
@@ -76,8 +100,15 @@ class Family:
         """Default priors of the family's own parameters."""
         return {}
 
-    def add_parameters(self, priors: Mapping[str, Prior]) -> dict[str, pt.TensorVariable]:
-        """Create the family's own parameters inside the current model."""
+    def add_parameters(
+        self, priors: Mapping[str, Prior], link: Link, shift: pt.TensorVariable
+    ) -> dict[str, pt.TensorVariable]:
+        """Create the family's own parameters inside the current model.
+
+        ``shift`` (``center·b``) converts the internally centred linear
+        predictor to the user's scale, for parameters that take the
+        intercept's place (ordinal thresholds).
+        """
         return {name: to_pymc(name, priors[name]) for name in self.aux}
 
     def likelihood(
@@ -137,7 +168,7 @@ class Gaussian(Family):
     def check_response(self, y, trials, name):
         super().check_response(y, trials, name)
         if np.ptp(y) == 0:
-            raise ResponseError(f"response {name!r} is constant; a gaussian model has nothing to fit")
+            raise ResponseError(f"response {name!r} is constant; a {self.name} model has nothing to fit")
 
     def response_scale(self, y):
         return float(np.std(y))
@@ -256,15 +287,65 @@ class Poisson(Family):
         return np.log1p(1.0 / np.asarray(mean))
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (Gaussian(), Bernoulli(), Binomial(), Poisson())}
+@dataclass(frozen=True)
+class NegativeBinomial(Poisson):
+    """Overdispersed counts: variance ``mu + mu²/alpha`` (PyMC's ``NegativeBinomial(mu, alpha)``).
+
+    Default prior ``alpha ~ exponential(1)``, rstanarm's prior on the
+    reciprocal dispersion of ``neg_binomial_2``.
+    """
+
+    name: str = "negativebinomial"
+    aux: tuple[str, ...] = ("alpha",)
+
+    def default_aux_priors(self, y):
+        return {"alpha": exponential(1.0)}
+
+    def likelihood(self, name, eta, link, params, observed, trials):
+        return pm.NegativeBinomial(
+            name, mu=link.inverse(eta), alpha=params["alpha"], observed=observed, shape=eta.shape
+        )
+
+    def variance(self, mean, params, trials=None):
+        mean = np.asarray(mean)
+        return mean + mean**2 / np.asarray(params["alpha"])[..., None]
+
+    def latent_variance(self, link, params, mean=None):
+        # log-normal approximation (Nakagawa et al. 2017): log(1 + 1/mean + 1/alpha)
+        return np.log1p(1.0 / np.asarray(mean) + 1.0 / np.asarray(params["alpha"]))
+
+
+from .continuous import Beta, GammaFamily, StudentT  # noqa: E402  (they subclass Family)
+from .ordinal import Cumulative  # noqa: E402
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Gaussian(),
+        Bernoulli(),
+        Binomial(),
+        Poisson(),
+        NegativeBinomial(),
+        GammaFamily(),
+        Beta(),
+        StudentT(),
+        Cumulative(),
+    )
+}
+ALIASES = {
+    "negbinomial": "negativebinomial",
+    "negative_binomial": "negativebinomial",
+    "t": "student_t",
+    "ordinal": "cumulative",
+}
 
 
 def get_family(family: str | Family, link: str | None) -> tuple[Family, Link]:
     """Resolve a family name (or object) and a link name, with clear errors."""
     if isinstance(family, Family):
         fam = family
-    elif isinstance(family, str) and family.lower() in FAMILIES:
-        fam = FAMILIES[family.lower()]
+    elif isinstance(family, str) and ALIASES.get(family.lower(), family.lower()) in FAMILIES:
+        fam = FAMILIES[ALIASES.get(family.lower(), family.lower())]
     else:
         raise FamilyError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
     link_name = fam.default_link if link is None else link

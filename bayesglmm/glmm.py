@@ -11,12 +11,13 @@ compiled or sampled.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import pymc as pm
 
-from .design import Design, build_design
+from .design import Design, _frozen, build_design
 from .errors import FamilyError, FitArgumentError
 from .families import Family, get_family
 from .fit import make_config, sample
@@ -65,8 +66,14 @@ class GLMM:
     ) -> None:
         parsed = parse_formula(formula)
         self.family, self.link = get_family(family, link)
-        self.design: Design = build_design(parsed, data, na_action)
-        self.family.check_response(self.design.y, self.design.trials, parsed.response)
+        coded, labels = (
+            self.family.prepare_response(data, parsed.response) if isinstance(data, pd.DataFrame) else (data, None)
+        )
+        design = build_design(parsed, coded, na_action, intercept=self.family.intercept)
+        self.family.check_response(design.y, design.trials, parsed.response)
+        self.family = self.family.fitted_to(design.y, labels)
+        kept = design.data if labels is None else data.loc[design.data.index, design.data.columns]
+        self.design: Design = replace(design, y=_frozen(self.family.encode(design.y)), data=kept)
         self._separation = warn_separation(self.design) if self.family.name in BINARY else None
         self.user_priors = dict(priors or {})
         self.priors = resolve(self.design, self.family, self.link, priors)

@@ -47,8 +47,8 @@ def coords_of(design: Design) -> dict[str, tuple[str, ...]]:
     return coords
 
 
-def _fixed_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
-    """Add fixed effects; return their contribution to eta."""
+def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Add fixed effects; return their contribution to eta and the centring shift ``center·b``."""
     fixed = design.fixed
     slopes = fixed.slope_columns
     eta = 0.0
@@ -70,14 +70,15 @@ def _fixed_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
     values = [None] * len(fixed.labels)
     for k, j in enumerate(slopes):
         values[j] = b[k]
+    # eta on the user's scale = eta here + shift (the centring, absorbed by the intercept)
+    shift = pt.dot(fixed.center[slopes], b) if slopes.size else pt.as_tensor(0.0)
     if fixed.has_intercept:
         a = to_pymc("Intercept_centered", priors.intercept)
         eta = eta + a
-        shift = pt.dot(fixed.center[slopes], b) if slopes.size else 0.0
         values[fixed.labels.index("Intercept")] = a - shift
     if values:
         pm.Deterministic("fixef", pt.stack(values), dims="fixef__term")
-    return eta
+    return eta, shift
 
 
 def _block_scale(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
@@ -141,16 +142,17 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
     with pm.Model(coords=coords_of(design)) as model:
         observed = pm.Data("_y", design.y)
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
-        eta = pt.zeros(observed.shape[0]) + _fixed_part(design, priors)
+        fixed_eta, shift = _fixed_part(design, priors)
+        eta = pt.zeros(observed.shape[0]) + fixed_eta
         if design.offset is not None:
             eta = eta + pm.Data("offset", design.offset)
         if marginal:
             scales = {block.name: _block_scale(block, priors) for block in design.blocks}
-            params = family.add_parameters(priors.aux)
+            params = family.add_parameters(priors.aux, link, shift)
             add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
             return model
         eta = pm.Deterministic("eta", eta + _random_part(design, priors))
-        params = family.add_parameters(priors.aux)
+        params = family.add_parameters(priors.aux, link, shift)
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)
     return model

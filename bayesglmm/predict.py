@@ -253,8 +253,10 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
             values = np.broadcast_to(parts[block.name], (z.sizes["chain"], z.sizes["draw"], M, len(block.terms)))
             coords = {"chain": z["chain"], "draw": z["draw"], block.group: list(labels), z.dims[-1]: z[z.dims[-1]]}
             posterior = _replace_z(posterior, block, xr.DataArray(values.copy(), dims=z.dims, coords=coords))
-        out.append(_evaluate(res, posterior, updates, dims, "mu", random_seed, weights))
-    return np.concatenate(out, axis=-1)
+        mean = _evaluate(res, posterior, updates, dims, "mu", random_seed, weights)
+        out.append(mean.reshape(mean.shape[:2] + (len(sub), -1)))  # (chain, draw, row, category)
+    mean = np.concatenate(out, axis=2)
+    return mean[..., 0] if mean.shape[-1] == 1 and not res.model.family.categories else mean
 
 
 def _pinned_blocks(design, keep, marginal, re_quantile) -> dict[str, str | float]:
@@ -307,7 +309,8 @@ def predict_draws(
     pinned = _pinned_blocks(design, keep, marginal, re_quantile)
     if not pinned:
         updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, rng)
-        return _evaluate(res, posterior, updates, dims, KINDS[kind], random_seed)
+        draws = _evaluate(res, posterior, updates, dims, KINDS[kind], random_seed)
+        return res.model.family.decode(draws) if kind == "response" else draws
     if kind == "response":
         raise ArgumentError(
             "kind='response' cannot be combined with marginal=True or re_quantile; use kind='mean', "
@@ -316,6 +319,8 @@ def predict_draws(
     frame = design.data if newdata is None else newdata
     mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed)
     if kind == "link":
+        if mean.ndim == 4:
+            raise ArgumentError("kind='link' of averaged category probabilities is not defined; use kind='mean'")
         with np.errstate(divide="ignore"):
             return res.model.link.forward_np(mean)
     return mean
@@ -354,7 +359,9 @@ def predict(
         HDI probability of the summary.
     summary : bool
         DataFrame of ``mean, sd, hdi_low, hdi_high`` per row, or the raw
-        draws (chain, draw, row).
+        draws (chain, draw, row).  Ordinal models: ``kind="mean"`` gives one
+        probability per category, a long table with a ``category`` column
+        (draws: (chain, draw, row, category)).
     random_seed : int, optional
         Seeds response draws, new-level effects and quasi-Monte Carlo nodes.
     marginal : bool
@@ -373,4 +380,10 @@ def predict(
         return draws
     index = (res.model.design.data if newdata is None else newdata).index
     s = stats.summarize(draws.astype(float), prob, diagnostics=False)
-    return pd.DataFrame({k: s[k] for k in ("mean", "sd", "hdi_low", "hdi_high")}, index=index)
+    columns = {k: s[k].reshape(-1) for k in ("mean", "sd", "hdi_low", "hdi_high")}
+    if draws.ndim == 4:  # one probability per category: long format, rows repeated
+        categories = res.model.family.categories
+        return pd.DataFrame(
+            {"category": np.tile(categories, len(index)), **columns}, index=index.repeat(len(categories))
+        )
+    return pd.DataFrame(columns, index=index)

@@ -206,7 +206,7 @@ def _check_class(key: tuple[str, ...], prior: Any) -> None:
     if not isinstance(prior, Prior):
         raise PriorError(f"prior for {key} must be made with bg.normal(), bg.exponential(), ...; got {prior!r}")
     cls = key[0]
-    allowed = {"b": LOCATION, "Intercept": LOCATION, "cor": ("lkj",)}.get(cls, SCALE)
+    allowed = {"b": LOCATION, "Intercept": LOCATION, "cutpoints": LOCATION, "cor": ("lkj",)}.get(cls, SCALE)
     if prior.dist not in allowed:
         raise PriorError(f"prior {prior} cannot be used for class {cls!r}; use one of {list(allowed)}")
 

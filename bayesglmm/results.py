@@ -71,7 +71,14 @@ class GLMMResults:
                 for i, j in zip(*np.triu_indices(len(block.terms), 1)):
                     name = f"cor({block.terms[i]},{block.terms[j]}|{block.group})"
                     rows.append(("cor", name, cor[..., i, j]))
-        rows += [("aux", name, self.draws(name)) for name in self.model.family.aux]
+        family = self.model.family
+        for name in family.aux:
+            draws = self.draws(name)
+            if draws.ndim == 2:
+                rows.append(("aux", name, draws))
+            else:  # a vector parameter (ordinal thresholds): one row per element
+                labels = family.aux_labels(name, draws.shape[-1])
+                rows += [("aux", label, draws[..., i]) for i, label in enumerate(labels)]
         return rows
 
     def _scalar_draws(self) -> dict[str, np.ndarray]:

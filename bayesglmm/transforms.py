@@ -1,0 +1,56 @@
+"""Formula helpers for contextual effects: cluster means and within-cluster centring.
+
+``gmean(x, g)`` is the mean of ``x`` in each level of ``g``; ``gcenter(x, g)``
+is ``x - gmean(x, g)``.  Together they split a covariate's effect into a
+between-cluster (contextual) and a within-cluster part, as in the seed
+article's school-mean SES::
+
+    y ~ gcenter(ses, school) + gmean(ses, school) + (1 | school)
+
+Both are *stateful*, like formulae's ``center`` and ``scale``: the means are
+computed once from the data used for fitting and reused unchanged for new
+data (predictions, comparisons).  A level of ``g`` not seen in fitting gets
+the mean of its own rows in the new data (its cluster mean, as it would have
+been computed had it been there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _labels(g) -> pd.Series:
+    return pd.Series(np.asarray(g)).astype(str)
+
+
+class GroupMean:
+    """``gmean(x, g)``: stateful cluster mean of ``x`` over the levels of ``g``."""
+
+    __stateful_transform__ = True
+
+    def __init__(self) -> None:
+        self.means: dict[str, float] | None = None
+
+    def __call__(self, x, g) -> np.ndarray:
+        values = np.asarray(x, dtype=float)
+        labels = _labels(g)
+        if values.shape != labels.shape:
+            raise ValueError("gmean(x, g): x and g must have the same length")
+        own = pd.Series(values).groupby(labels.values).transform("mean").to_numpy()
+        if self.means is None:
+            self.means = pd.Series(values).groupby(labels.values).mean().to_dict()
+            return own
+        stored = labels.map(self.means).to_numpy(dtype=float)
+        return np.where(np.isnan(stored), own, stored)
+
+
+class GroupCenter(GroupMean):
+    """``gcenter(x, g)``: ``x`` minus its (stateful) cluster mean."""
+
+    def __call__(self, x, g) -> np.ndarray:
+        return np.asarray(x, dtype=float) - super().__call__(x, g)
+
+
+#: Names available inside formulas.
+NAMESPACE = {"gmean": GroupMean, "gcenter": GroupCenter}
