@@ -70,3 +70,20 @@ def test_compare_no_false_preference_without_slope_variance():
     if table.index[0] == "slope":
         assert table.loc["intercept", "elpd_diff"] <= table.loc["intercept", "dse"], table
     assert table.loc["slope", "p_loo"] > table.loc["intercept", "p_loo"]  # it only adds complexity
+
+
+def test_logo_on_sleepstudy_gives_one_elpd_per_subject():
+    from .conftest import shared_csv
+
+    df = shared_csv("sleepstudy.csv").astype({"Subject": str})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = bg.GLMM("Reaction ~ Days + (Days | Subject)", df).fit(**SHORT)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        logo = res.loo(group="Subject")
+    subjects = sorted(df["Subject"].unique())
+    assert logo.loo_i.shape == (18,) and logo.pareto_k.shape == (18,)
+    assert sorted(map(str, logo.loo_i["Subject"].values)) == subjects
+    assert np.all(np.isfinite(logo.pareto_k.values))
+    assert float(logo.loo_i.sum()) == pytest.approx(logo.elpd_loo)
