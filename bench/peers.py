@@ -1,0 +1,188 @@
+"""Speed benchmark: bayesglmm against bambi, measured in the same run on the same machine.
+
+For each model: wall time of build + compile + sampling (4 chains x 1000 draws after 1000
+tuning steps), the smallest bulk ESS over the fixed effects and the variance parameters
+(random-effect SDs, correlations, family parameters; not the random effects themselves),
+ESS per second, max R-hat and divergences; then the ratio of our ESS/s to the best of
+bambi's samplers.  bambi runs in its own interpreter (``--bambi-python``, a virtual
+environment where ``pip install bambi`` was run; bayesglmm never imports it), one
+subprocess per fit, so that each fit pays its own compilation.
+
+Run: ``python bench/peers.py --bambi-python /path/to/venv/bin/python [--models cbpp sleepstudy]``.
+Results are appended to ``bench/results/peers.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+# name: (csv, categorical columns, derived columns, bayesglmm formula, bambi formula, family)
+MODELS = {
+    "cbpp": (
+        "cbpp.csv",
+        ["period", "herd"],
+        {},
+        "p(incidence, size) ~ period + (1 | herd)",
+        "p(incidence, size) ~ period + (1 | herd)",
+        "binomial",
+    ),
+    "contraception": (
+        "Contraception.csv",
+        ["district"],
+        {"age2": "age**2"},
+        "use[Y] ~ age + I(age**2) + urban + livch + (1 + urban | district)",
+        "use[Y] ~ age + age2 + urban + livch + (1 + urban | district)",
+        "bernoulli",
+    ),
+    "sleepstudy": (
+        "sleepstudy.csv",
+        ["Subject"],
+        {},
+        "Reaction ~ Days + (Days | Subject)",
+        "Reaction ~ Days + (Days | Subject)",
+        "gaussian",
+    ),
+    "grouseticks": (
+        "grouseticks.csv",
+        ["YEAR", "BROOD", "INDEX", "LOCATION"],
+        {},
+        "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+        "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+        "poisson",
+    ),
+    "verbagg": (
+        "VerbAgg.csv",
+        ["id", "item"],
+        {},
+        "r2[Y] ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        "r2[Y] ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        "bernoulli",
+    ),
+}
+
+BAMBI_SCRIPT = r"""
+import json, sys, time, warnings
+import numpy as np, pandas as pd, arviz as az, bambi as bmb
+warnings.simplefilter("ignore")
+spec = json.loads(sys.argv[1])
+df = pd.read_csv(spec["csv"]).astype({c: str for c in spec["categorical"]})
+for name, expr in spec["derived"].items():
+    df[name] = df.eval(expr)
+start = time.perf_counter()
+model = bmb.Model(spec["formula"], df, family=spec["family"])
+idata = model.fit(draws=1000, tune=1000, chains=4, inference_method=spec["sampler"], random_seed=1,
+                  progressbar=False)
+seconds = time.perf_counter() - start
+names = [v for v in idata.posterior.data_vars
+         if ("|" not in v or v.endswith("_sigma") or "_corr" in v) and not v.endswith("_offset")
+         and idata.posterior[v].ndim <= 3 and v not in ("mu", "p")]
+s = az.summary(idata, var_names=names, kind="diagnostics")
+div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else -1
+print("RESULT" + json.dumps({"seconds": seconds, "min_ess": float(s["ess_bulk"].min()),
+                             "max_rhat": float(s["r_hat"].max()), "divergences": div}))
+"""
+
+
+def _frame(name: str) -> pd.DataFrame:
+    csv, categorical, derived, *_ = MODELS[name]
+    df = pd.read_csv(DATA / csv).astype({c: str for c in categorical})
+    for column, expr in derived.items():
+        df[column] = df.eval(expr)
+    return df
+
+
+def ours(name: str) -> dict:
+    import bayesglmm as bg
+
+    _, _, _, formula, _, family = MODELS[name]
+    df = _frame(name)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bg.GLMM(formula, df, family=family).fit(random_seed=1, progressbar=False)
+    seconds = time.perf_counter() - start
+    s = res.summary()
+    return {
+        "seconds": seconds,
+        "min_ess": float(s["ess_bulk"].min()),
+        "max_rhat": float(s["r_hat"].max()),
+        "divergences": res.diagnostics["divergences"],
+    }
+
+
+def bambi(name: str, sampler: str, python: str) -> dict:
+    csv, categorical, derived, _, formula, family = MODELS[name]
+    spec = {
+        "csv": str(DATA / csv),
+        "categorical": categorical,
+        "derived": derived,
+        "formula": formula,
+        "family": family,
+        "sampler": sampler,
+    }
+    out = subprocess.run([python, "-c", BAMBI_SCRIPT, json.dumps(spec)], capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    if not lines:
+        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": out.stderr[-300:]}
+    return json.loads(lines[-1][len("RESULT") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bambi-python", required=True, help="interpreter of an environment with bambi installed")
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--samplers", nargs="*", default=["pymc", "nutpie", "numpyro"])
+    args = parser.parse_args()
+    rows = []
+    for name in args.models:
+        rows.append({"model": name, "tool": "bayesglmm", **ours(name)})
+        print(rows[-1], flush=True)
+        for sampler in args.samplers:
+            rows.append({"model": name, "tool": f"bambi-{sampler}", **bambi(name, sampler, args.bambi_python)})
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table["ess_per_s"] = table["min_ess"] / table["seconds"]
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    table.assign(date=time.strftime("%Y-%m-%d")).to_csv(
+        ROOT / "bench" / "results" / "peers.csv",
+        mode="a",
+        index=False,
+        header=not (ROOT / "bench/results/peers.csv").exists(),
+    )
+    summary = []
+    for name, group in table.groupby("model", sort=False):
+        mine = group[group["tool"] == "bayesglmm"].iloc[0]
+        peers = group[group["tool"] != "bayesglmm"]
+        ok = peers[(peers["max_rhat"] <= 1.01) & (peers["divergences"] == 0)]
+        best = ok.loc[ok["ess_per_s"].idxmax()] if len(ok) else None
+        summary.append(
+            {
+                "model": name,
+                "ours ESS/s": mine["ess_per_s"],
+                "ours R-hat": mine["max_rhat"],
+                "ours div": mine["divergences"],
+                "best peer (converged)": best["tool"] if best is not None else "none converged",
+                "peer ESS/s": best["ess_per_s"] if best is not None else np.nan,
+                "ratio": mine["ess_per_s"] / best["ess_per_s"] if best is not None else np.nan,
+            }
+        )
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(3).to_string(index=False))
+        print()
+        print(pd.DataFrame(summary).round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
