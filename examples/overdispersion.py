@@ -13,12 +13,13 @@ and compared by PSIS-LOO (with its caveat for observation-level effects).  Run `
 """
 
 import warnings
+from pathlib import Path
 
 import pandas as pd
 
 import bayesglmm as bg
 
-DATA = "../shared/data/grouseticks.csv"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "grouseticks.csv"  # beside the repository
 REST = "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)"
 
 
