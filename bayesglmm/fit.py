@@ -18,7 +18,7 @@ import pymc as pm
 
 from .design import Design
 from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
-from .marginal import complete_posterior
+from .marginal import complete_posterior, effect_draw_names
 from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
@@ -79,19 +79,18 @@ def make_config(
     )
 
 
-def _stored_names(model: pm.Model) -> list[str]:
-    # deterministic z_* exist only in marginalised models: drawn after sampling
-    names = [v.name for v in model.free_RVs]
-    names += [v.name for v in model.deterministics if not v.name.startswith("z_")]
-    return [n for n in names if n not in ON_DEMAND]
+def _stored_names(model: pm.Model, later: tuple[str, ...] = ()) -> list[str]:
+    """Variables kept while sampling: all but ``eta``, ``mu`` and those drawn ``later``."""
+    names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
+    return [n for n in names if n not in ON_DEMAND and n not in later]
 
 
-def _sample_nutpie(model: pm.Model, cfg: FitConfig):
+def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
     try:
         import nutpie
     except ImportError as exc:
         raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install nutpie") from exc
-    compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model))
+    compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model, later))
     return nutpie.sample(
         compiled,
         draws=cfg.draws,
@@ -105,7 +104,7 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig):
     )
 
 
-def _sample_pymc(model: pm.Model, cfg: FitConfig):
+def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
     kwargs = {}
     if cfg.sampler == "numpyro":
         try:
@@ -123,7 +122,7 @@ def _sample_pymc(model: pm.Model, cfg: FitConfig):
         target_accept=cfg.target_accept,
         random_seed=cfg.random_seed,
         progressbar=cfg.progressbar,
-        var_names=_stored_names(model),
+        var_names=_stored_names(model, later),
         compute_convergence_checks=False,
         idata_kwargs={"log_likelihood": False},
         model=model,
@@ -132,25 +131,32 @@ def _sample_pymc(model: pm.Model, cfg: FitConfig):
 
 
 def sample(
-    model: pm.Model, cfg: FitConfig, marginal: pm.Model | None = None, design: Design | None = None
+    model: pm.Model, cfg: FitConfig, target: pm.Model | None = None, design: Design | None = None
 ) -> az.InferenceData:
-    """Sample ``model`` and add the pointwise log-likelihood of ``y``.
+    """Sample the posterior of ``model`` and add the pointwise log-likelihood of ``y``.
 
-    With ``marginal`` (a model whose gaussian random effects are integrated
-    out, built from ``design``) NUTS samples ``marginal``; the random effects
-    are then drawn from their exact conditional posterior and the posterior is
-    completed to that of ``model``.
+    ``target`` is the model NUTS runs when it is not ``model`` itself, with the
+    same posterior: the model with gaussian random effects integrated out (the
+    effects are then drawn from their exact conditional posterior, see
+    :func:`~bayesglmm.marginal.complete_posterior`), or the model of the
+    collapsed rows (:mod:`bayesglmm.reduction`).  Either way the posterior is
+    completed to that of ``model`` and holds exactly its variables; the
+    log-likelihood is that of ``model``, one value per original row.
     """
     start = time.perf_counter()
-    target = model if marginal is None else marginal
+    target = model if target is None else target
+    marginal = OBSERVED not in target.named_vars
+    later = tuple(effect_draw_names(design)) if marginal else ()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-        idata = _sample_nutpie(target, cfg) if cfg.sampler == "nutpie" else _sample_pymc(target, cfg)
-        if marginal is not None:
+        run = _sample_nutpie if cfg.sampler == "nutpie" else _sample_pymc
+        idata = run(target, cfg, later)
+        if marginal:
             seed = int(np.random.SeedSequence([cfg.random_seed, 1]).generate_state(1)[0])
-            complete_posterior(idata, marginal, model, design, seed)
+            complete_posterior(idata, target, model, design, seed)
+        idata.posterior = idata.posterior[[v for v in idata.posterior.data_vars if v in model.named_vars]]
         seconds = time.perf_counter() - start
         pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
@@ -162,7 +168,8 @@ def sample(
             "tune": cfg.tune,
             "chains": cfg.chains,
             "target_accept": cfg.target_accept,
-            "marginalized": int(marginal is not None),
+            "marginalized": int(marginal),
+            "collapsed_rows": int(target.named_vars["_y"].get_value().shape[0]) if target is not model else 0,
         }
     )
     return idata

@@ -25,6 +25,7 @@ from .formula import parse_formula
 from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
 from .priors import Prior, prior_table, resolve
+from .reduction import collapse
 from .results import GLMMResults
 from .separation import warn_separation
 from .stats import az
@@ -81,6 +82,7 @@ class GLMM:
         self.na_action = na_action
         self._pymc_model: pm.Model | None = None
         self._marginal_model: pm.Model | None = None
+        self._collapsed: tuple | None = None
 
     @property
     def pymc_model(self) -> pm.Model:
@@ -94,6 +96,13 @@ class GLMM:
         if self._marginal_model is None:
             self._marginal_model = build_model(self.design, self.family, self.link, self.priors, marginal=True)
         return self._marginal_model
+
+    def _collapsed_model(self) -> pm.Model | None:
+        """The model of the collapsed identical rows (:mod:`bayesglmm.reduction`), if it pays."""
+        if self._collapsed is None:
+            found = collapse(self.design, self.family)
+            self._collapsed = (None,) if found is None else (build_model(found[0], found[1], self.link, self.priors),)
+        return self._collapsed[0]
 
     def _use_marginal(self, marginalize: bool | str) -> bool:
         """Resolve ``fit(marginalize=...)``."""
@@ -147,6 +156,7 @@ class GLMM:
         sampler: str = "nutpie",
         progressbar: bool = True,
         marginalize: bool | str = "auto",
+        reduce: bool = True,
     ) -> GLMMResults:
         """Sample the posterior with NUTS.
 
@@ -176,6 +186,12 @@ class GLMM:
             number of levels and correlated terms); ``True`` also for several
             crossed or nested factors (up to 1000 random effects, dense
             algebra: exact, but not always faster).
+        reduce : bool
+            Bernoulli, binomial and poisson models: NUTS samples the model of
+            the distinct rows (same covariates, offset and groups), with summed
+            responses, when that removes at least 20 % of the rows
+            (:mod:`bayesglmm.reduction`).  The posterior is the same; the
+            log-likelihood stays one value per original row.
 
         Returns
         -------
@@ -185,8 +201,12 @@ class GLMM:
             saturated tree depth.
         """
         cfg = make_config(draws, tune, chains, cores, target_accept, random_seed, sampler, progressbar)
-        marginal = self.marginal_model() if self._use_marginal(marginalize) else None
-        idata = sample(self.pymc_model, cfg, marginal, self.design)
+        if not isinstance(reduce, bool):
+            raise FitArgumentError(f"reduce must be True or False, got {reduce!r}")
+        target = self.marginal_model() if self._use_marginal(marginalize) else None
+        if target is None and reduce:
+            target = self._collapsed_model()
+        idata = sample(self.pymc_model, cfg, target, self.design)
         return GLMMResults(self, idata)
 
     def __repr__(self) -> str:
