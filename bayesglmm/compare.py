@@ -19,6 +19,7 @@ import xarray as xr
 
 from .errors import ArgumentError, ConvergenceWarning
 from .model import OBSERVED
+from .pointwise import loo_elpd
 from .predict import log_likelihood_draws
 from .stats import az
 
@@ -28,13 +29,21 @@ if TYPE_CHECKING:  # pragma: no cover
 K_THRESHOLD = 0.7
 
 
-def _grouped(res: GLMMResults, group: str) -> az.InferenceData:
-    """InferenceData whose log-likelihood has one entry per level of ``group``."""
+def _block_of(res: GLMMResults, group: str):
     blocks = [b for b in res.model.design.blocks if b.group == group]
     if not blocks:
         groups = [b.group for b in res.model.design.blocks]
         raise ArgumentError(f"group {group!r} is not a grouping factor of the model; they are {groups}")
-    block = blocks[0]
+    return blocks[0]
+
+
+def _stored(res: GLMMResults) -> bool:
+    return "log_likelihood" in res.idata.groups()
+
+
+def _grouped(res: GLMMResults, group: str) -> az.InferenceData:
+    """InferenceData whose log-likelihood has one entry per level of ``group``."""
+    block = _block_of(res, group)
     ll = res.idata.log_likelihood[OBSERVED].values
     summed = np.zeros(ll.shape[:2] + (len(block.levels),))
     np.add.at(np.moveaxis(summed, -1, 0), block.idx, np.moveaxis(ll, -1, 0))
@@ -57,19 +66,27 @@ def _warn_pareto(elpd, what: str) -> None:
 def loo(res: GLMMResults, group: str | None = None, pointwise: bool = True):
     """PSIS-LOO of the fitted model (ArviZ ``ELPDData``), per observation or per group level.
 
-    Warns, saying how many, when Pareto k exceeds 0.7.
+    Warns, saying how many, when Pareto k exceeds 0.7.  A fit too large to
+    store its log-likelihood has it computed in chunks (:mod:`bayesglmm.pointwise`).
     """
-    data = res.idata if group is None else _grouped(res, group)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Estimated shape parameter of Pareto.*")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        elpd = az.loo(data, pointwise=pointwise, var_name=OBSERVED)
+    if not _stored(res):
+        elpd = loo_elpd(res, None if group is None else _block_of(res, group))
+    else:
+        data = res.idata if group is None else _grouped(res, group)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Estimated shape parameter of Pareto.*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            elpd = az.loo(data, pointwise=pointwise, var_name=OBSERVED)
     _warn_pareto(elpd, "observations" if group is None else f"levels of {group!r}")
     return elpd
 
 
 def waic(res: GLMMResults, pointwise: bool = True):
     """WAIC of the fitted model (ArviZ ``ELPDData``)."""
+    if not _stored(res):
+        raise ArgumentError(
+            "this fit is too large to store its pointwise log-likelihood; use loo(), which computes it in chunks"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.waic(res.idata, pointwise=pointwise, var_name=OBSERVED)
@@ -88,7 +105,12 @@ def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | Non
         raise ArgumentError(f"models were fitted to different numbers of rows: {sizes}")
     if ic not in ("loo", "waic"):
         raise ArgumentError(f"ic must be 'loo' or 'waic', got {ic!r}")
-    data = {name: res.idata if group is None else _grouped(res, group) for name, res in models.items()}
+    if ic == "waic" and not all(_stored(res) for res in models.values()):
+        raise ArgumentError("ic='waic' needs stored log-likelihoods; a fit is too large: use ic='loo'")
+    data = {
+        name: (res.idata if group is None else _grouped(res, group)) if _stored(res) else loo(res, group)
+        for name, res in models.items()
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.compare(data, ic=ic, var_name=OBSERVED)

@@ -25,6 +25,9 @@ from .stats import az, convergence
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 RHAT_MAX = 1.01
 ESS_MIN = 400
+#: Largest pointwise log-likelihood (draws × rows values) stored with a fit; beyond it
+#: LOO computes the log-likelihood in chunks on demand (``compare.loo``).
+LOGLIK_BUDGET = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ def sample(
 ) -> az.InferenceData:
     """Sample the posterior of ``model`` and add the pointwise log-likelihood of ``y``.
 
+    The log-likelihood is stored when it holds at most ``LOGLIK_BUDGET`` values
+    (draws × rows); larger fits compute it in chunks when LOO asks for it.
+
     ``target`` is the model NUTS runs when it is not ``model`` itself, with the
     same posterior: the model with gaussian random effects integrated out (the
     effects are then drawn from their exact conditional posterior, see
@@ -158,7 +164,9 @@ def sample(
             complete_posterior(idata, target, model, design, seed)
         idata.posterior = idata.posterior[[v for v in idata.posterior.data_vars if v in model.named_vars]]
         seconds = time.perf_counter() - start
-        pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
+        stored = cfg.chains * cfg.draws * model.named_vars["_y"].get_value().shape[0] <= LOGLIK_BUDGET
+        if stored:
+            pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
         {
             "random_seed": cfg.random_seed,
@@ -169,6 +177,7 @@ def sample(
             "chains": cfg.chains,
             "target_accept": cfg.target_accept,
             "marginalized": int(marginal),
+            "log_likelihood": "stored" if stored else "on demand",
             "collapsed_rows": int(target.named_vars["_y"].get_value().shape[0]) if target is not model else 0,
         }
     )

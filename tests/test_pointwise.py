@@ -1,0 +1,60 @@
+"""Fits too large to store their log-likelihood: LOO in chunks gives the same answers."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import bayesglmm as bg
+import bayesglmm.fit
+import bayesglmm.pointwise
+from bayesglmm.results import GLMMResults
+
+pytestmark = pytest.mark.sampling
+SHORT = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 6}
+
+
+@pytest.fixture(scope="module")
+def stored():
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), 9)
+    x = rng.normal(size=g.size)
+    y = rng.poisson(np.exp(0.3 + 0.5 * x + rng.normal(0, 0.5, 12)[g]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        return bg.GLMM("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="poisson").fit(**SHORT)
+
+
+def _without_loglik(res):
+    idata = res.idata.copy()
+    del idata["log_likelihood"]
+    return GLMMResults(res.model, idata, warn=False)
+
+
+def test_chunked_loo_equals_stored_loo(stored, monkeypatch):
+    monkeypatch.setattr(bayesglmm.pointwise, "BUDGET", 300 * 40)  # 40 rows per chunk: 3 chunks
+    big = _without_loglik(stored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for group in (None, "g"):
+            a, b = stored.loo(group=group), big.loo(group=group)
+            assert b["elpd_loo"] == pytest.approx(a["elpd_loo"], abs=1e-8)
+            assert b["se"] == pytest.approx(a["se"], abs=1e-8)
+            assert b["p_loo"] == pytest.approx(a["p_loo"], abs=1e-8)
+            np.testing.assert_allclose(b["pareto_k"].values, a["pareto_k"].values, atol=1e-8)
+        table = bg.compare({"stored": stored, "chunked": big})
+    assert table["elpd_loo"].nunique() == 1 or np.ptp(table["elpd_loo"]) < 1e-8
+    with pytest.raises(bg.ArgumentError, match="use loo\\(\\)"):
+        big.waic()
+
+
+def test_large_fits_do_not_store_the_loglik(stored, monkeypatch):
+    monkeypatch.setattr(bayesglmm.fit, "LOGLIK_BUDGET", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = stored.model.fit(**SHORT)
+    assert "log_likelihood" not in res.idata.groups()
+    assert res.idata.attrs["log_likelihood"] == "on demand"
+    assert stored.idata.attrs["log_likelihood"] == "stored"
