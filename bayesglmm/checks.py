@@ -105,8 +105,11 @@ def grouped_ppc(
     y_rep, y = _replicates(res, random_seed), res.model.family.decode(design.y)
     proportion = stat == "mean" and design.trials is not None
     rows = []
+    idx = np.asarray(block.idx)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(len(block.levels) + 1))
     for j, level in enumerate(block.levels):
-        at = np.flatnonzero(block.idx == j)
+        at = order[bounds[j] : bounds[j + 1]]
         if proportion:
             n_trials = design.trials[at].sum()
             obs, rep = y[at].sum() / n_trials, y_rep[..., at].sum(axis=-1) / n_trials

@@ -122,7 +122,7 @@ def ours(name: str) -> dict:
     }
 
 
-def bambi(name: str, sampler: str, python: str) -> dict:
+def bambi(name: str, sampler: str, python: str, timeout: float) -> dict:
     csv, categorical, derived, _, formula, family = MODELS[name]
     spec = {
         "csv": str(DATA / csv),
@@ -132,7 +132,12 @@ def bambi(name: str, sampler: str, python: str) -> dict:
         "family": family,
         "sampler": sampler,
     }
-    out = subprocess.run([python, "-c", BAMBI_SCRIPT, json.dumps(spec)], capture_output=True, text=True)
+    try:
+        out = subprocess.run(
+            [python, "-c", BAMBI_SCRIPT, json.dumps(spec)], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": "timeout"}
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
     if not lines:
         return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": out.stderr[-300:]}
@@ -144,13 +149,16 @@ def main() -> None:
     parser.add_argument("--bambi-python", required=True, help="interpreter of an environment with bambi installed")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--samplers", nargs="*", default=["pymc", "nutpie", "numpyro"])
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per peer fit")
     args = parser.parse_args()
     rows = []
     for name in args.models:
         rows.append({"model": name, "tool": "bayesglmm", **ours(name)})
         print(rows[-1], flush=True)
         for sampler in args.samplers:
-            rows.append({"model": name, "tool": f"bambi-{sampler}", **bambi(name, sampler, args.bambi_python)})
+            rows.append(
+                {"model": name, "tool": f"bambi-{sampler}", **bambi(name, sampler, args.bambi_python, args.timeout)}
+            )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table["ess_per_s"] = table["min_ess"] / table["seconds"]
