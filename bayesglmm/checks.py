@@ -181,9 +181,7 @@ def prior_predictive(model, draws: int = 1000, random_seed: int | None = None) -
             rows[f"ICC ({block.group})"] = variances[block.name] / (total + resid)
         for block in model.design.blocks:
             J = len(block.levels)
-            counts = np.bincount(block.idx, minlength=J)
-            sums = np.zeros(mu.shape[:-1] + (J,))
-            np.add.at(np.moveaxis(sums, -1, 0), block.idx, np.moveaxis(mu, -1, 0))
-            rows[f"between-{block.group} SD of the mean response"] = (sums / counts).std(axis=-1)
+            means = stats.group_sums(mu, block.idx, J) / np.bincount(block.idx, minlength=J)
+            rows[f"between-{block.group} SD of the mean response"] = means.std(axis=-1)
     table = {name: [v.mean(), *np.quantile(v, QUANTILES)] for name, v in rows.items()}
     return pd.DataFrame.from_dict(table, orient="index", columns=["mean", "q05", "q25", "q50", "q75", "q95"])

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.special import logsumexp
 
 from .errors import ArgumentError, ConvergenceWarning
 from .model import OBSERVED
 from .pointwise import loo_elpd
 from .predict import log_likelihood_draws
-from .stats import az
+from .stats import az, group_sums
 
 if TYPE_CHECKING:  # pragma: no cover
     from .results import GLMMResults
@@ -44,9 +45,7 @@ def _stored(res: GLMMResults) -> bool:
 def _grouped(res: GLMMResults, group: str) -> az.InferenceData:
     """InferenceData whose log-likelihood has one entry per level of ``group``."""
     block = _block_of(res, group)
-    ll = res.idata.log_likelihood[OBSERVED].values
-    summed = np.zeros(ll.shape[:2] + (len(block.levels),))
-    np.add.at(np.moveaxis(summed, -1, 0), block.idx, np.moveaxis(ll, -1, 0))
+    summed = group_sums(res.idata.log_likelihood[OBSERVED].values, block.idx, len(block.levels))
     da = xr.DataArray(summed, dims=("chain", "draw", group), coords={group: list(block.levels)})
     return az.InferenceData(posterior=res.idata.posterior, log_likelihood=xr.Dataset({OBSERVED: da}))
 
@@ -214,11 +213,9 @@ def kfold(
             for r in range(repeats)
         ]
         ll = np.stack(draws).reshape((-1, test.size))  # (repeats × chain × draw, row)
-        summed = np.zeros((ll.shape[0], len(labels)))
-        np.add.at(summed.T, units[test], ll.T)
         held = np.unique(units[test])
-        top = summed[:, held].max(axis=0)
-        elpd[held] = top + np.log(np.mean(np.exp(summed[:, held] - top), axis=0))
+        summed = group_sums(ll, units[test], len(labels))[:, held]
+        elpd[held] = logsumexp(summed, axis=0) - np.log(summed.shape[0])  # log of the mean density
     if unconverged:
         warnings.warn(
             f"the refits of fold(s) {unconverged} raised convergence warnings; their elpd is less "

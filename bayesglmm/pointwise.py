@@ -18,7 +18,7 @@ import xarray as xr
 
 from .model import OBSERVED
 from .predict import BUDGET, log_likelihood_draws
-from .stats import az
+from .stats import az, group_sums
 
 if TYPE_CHECKING:  # pragma: no cover
     from .results import GLMMResults
@@ -57,10 +57,8 @@ def loo_elpd(res: GLMMResults, block=None):
     posterior = res.idata.posterior
     reff = relative_efficiency(posterior)
     if block is not None:
-        shape = (posterior.sizes["chain"], posterior.sizes["draw"], len(block.levels))
-        summed = np.zeros(shape)
-        for rows, ll in chunks(res):
-            np.add.at(np.moveaxis(summed, -1, 0), np.asarray(block.idx)[rows], np.moveaxis(ll, -1, 0))
+        idx = np.asarray(block.idx)
+        summed = sum(group_sums(ll, idx[rows], len(block.levels)) for rows, ll in chunks(res))
         return _loo(summed, posterior, block.group, reff, {block.group: list(block.levels)})
     parts = [_loo(ll, posterior, "obs", reff, {"obs": rows}) for rows, ll in chunks(res)]
     loo_i = xr.concat([p["loo_i"] for p in parts], dim="obs")

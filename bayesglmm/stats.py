@@ -57,6 +57,16 @@ def convergence(draws: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
+def group_sums(values: np.ndarray, idx: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum the last axis of ``values`` (..., row) within groups: (..., group).
+
+    ``idx`` gives the group (0..n_groups-1) of every row.
+    """
+    out = np.zeros(values.shape[:-1] + (n_groups,))
+    np.add.at(np.moveaxis(out, -1, 0), np.asarray(idx), np.moveaxis(values, -1, 0))
+    return out
+
+
 def summarize(draws: np.ndarray, prob: float, diagnostics: bool = True) -> dict[str, np.ndarray]:
     """Mean, SD, HDI and (optionally) convergence diagnostics per element."""
     low, high = hdi(draws, prob)
