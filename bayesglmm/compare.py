@@ -208,11 +208,8 @@ def kfold(
         repeats = (
             max(1, int(new_level_draws)) if any(np.any(n) for n in refit.design.new_data(held_out).new_level) else 1
         )
-        draws = [
-            log_likelihood_draws(fitted, held_out, design.y[test], trials, True, int(seeds[f, 1]) + r)
-            for r in range(repeats)
-        ]
-        ll = np.stack(draws).reshape((-1, test.size))  # (repeats × chain × draw, row)
+        ll = log_likelihood_draws(fitted, held_out, design.y[test], trials, True, int(seeds[f, 1]), repeats)
+        ll = ll.reshape((-1, test.size))  # (chain × repeats × draw, row)
         held = np.unique(units[test])
         summed = group_sums(ll, units[test], len(labels))[:, held]
         elpd[held] = logsumexp(summed, axis=0) - np.log(summed.shape[0])  # log of the mean density

@@ -99,14 +99,19 @@ def _new_level_error(block, labels: np.ndarray) -> NewLevelError:
     )
 
 
-def _prepare(res, frame, keep, pinned, allow_new_levels, rng):
+def _prepare(res, frame, keep, pinned, allow_new_levels, rng, tile=1):
     """Data updates, posterior (zeroed/added effects) and dim changes for ``frame``.
 
     ``frame`` is None for the fitted rows.  Blocks in ``pinned`` are left to
-    the caller (their effects are set to chosen ``z`` values).
+    the caller (their effects are set to chosen ``z`` values).  ``tile`` > 1
+    repeats the posterior draws that many times along ``draw``, each copy
+    with its own draws of new-level effects.
     """
     design = res.model.design
     posterior = _free_posterior(res).copy()
+    if tile > 1:
+        posterior = xr.concat([posterior] * tile, dim="draw")
+        posterior = posterior.assign_coords(draw=np.arange(posterior.sizes["draw"]))
     updates: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     Zs = [b.Z for b in design.blocks]
@@ -198,15 +203,16 @@ def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     return np.asarray(out[var])
 
 
-def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, random_seed=None):
-    """Pointwise log-likelihood of responses ``y`` of new rows: (chain, draw, row).
+def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, random_seed=None, repeats=1):
+    """Pointwise log-likelihood of responses ``y`` of new rows: (chain, repeats × draw, row).
 
-    Effects of new levels (with ``allow_new_levels``) are one draw from the
-    fitted N(0, G) per posterior draw, seeded by ``random_seed``.
+    Effects of new levels (with ``allow_new_levels``) are drawn from the
+    fitted N(0, G), seeded by ``random_seed``: ``repeats`` independent draws
+    per posterior draw, evaluated in one pass through the graph.
     """
     rng = np.random.default_rng(random_seed)
     keep = kept_terms(res.model.design, None)
-    updates, posterior, dims = _prepare(res, newdata, keep, {}, allow_new_levels, rng)
+    updates, posterior, dims = _prepare(res, newdata, keep, {}, allow_new_levels, rng, repeats)
     updates["_y"] = np.asarray(y, dtype=float)
     if trials is not None:
         updates["_trials"] = np.asarray(trials, dtype=np.int64)
