@@ -161,10 +161,11 @@ def _per_category(records, categories) -> list:
 
 
 def _table(records, by, prob, ratio_name, categories=()) -> pd.DataFrame:
+    per_category = records[0][-1].ndim > 2  # draws (chain, draw, category)
     records = _per_category(records, categories)
     draws = np.stack([d for *_, d in records], axis=-1)
     s = stats.summarize(draws, prob, diagnostics=False)
-    keys = ["term", "contrast"] + ([by] if by else []) + (["category"] if len(records[0]) > 3 + bool(by) else [])
+    keys = ["term", "contrast"] + ([by] if by else []) + (["category"] if per_category else [])
     out = pd.DataFrame([r[:-1] for r in records], columns=keys)
     for k in SUMMARY:
         out[k] = s[k]

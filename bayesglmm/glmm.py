@@ -67,9 +67,7 @@ class GLMM:
     ) -> None:
         parsed = parse_formula(formula)
         self.family, self.link = get_family(family, link)
-        coded, labels = (
-            self.family.prepare_response(data, parsed.response) if isinstance(data, pd.DataFrame) else (data, None)
-        )
+        coded, labels = self.family.prepare_response(data, parsed.response)
         design = build_design(parsed, coded, na_action, intercept=self.family.intercept)
         self.family.check_response(design.y, design.trials, parsed.response)
         self.family = self.family.fitted_to(design.y, labels)

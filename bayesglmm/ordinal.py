@@ -61,8 +61,8 @@ class Cumulative(Family):
 
     def prepare_response(self, data, response):
         """An ordered pandas Categorical response becomes its codes 1..K; text is refused."""
-        if response not in data.columns:
-            return data, None
+        if not isinstance(data, pd.DataFrame) or response not in data.columns:
+            return data, None  # build_design reports data that is not a DataFrame
         column = data[response]
         if isinstance(column.dtype, pd.CategoricalDtype):
             if not column.cat.ordered:

@@ -208,7 +208,7 @@ def ppc(res: GLMMResults, draws: int = 100, random_seed: int | None = None, ax=N
     y_rep = _replicates(res, random_seed)
     flat = y_rep.reshape((-1, y_rep.shape[-1]))
     pick = np.random.default_rng(random_seed).choice(flat.shape[0], size=min(draws, flat.shape[0]), replace=False)
-    observed = xr.Dataset({"y": ("obs", res.model.family.decode(res.model.design.y))})
+    observed = res.idata.observed_data  # stored with the replicates by checks.ppc
     predicted = xr.Dataset({"y": (("chain", "draw", "obs"), flat[pick][None])})
     data = stats.az.InferenceData(posterior_predictive=predicted, observed_data=observed)
     fig, ax = _axes(ax, figsize=(6, 4))
