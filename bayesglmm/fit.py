@@ -133,6 +133,11 @@ def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
     )
 
 
+def _rows(model: pm.Model) -> int:
+    """Number of response rows a model holds."""
+    return int(model.named_vars["_y"].get_value().shape[0])
+
+
 def sample(
     model: pm.Model, cfg: FitConfig, target: pm.Model | None = None, design: Design | None = None
 ) -> az.InferenceData:
@@ -164,7 +169,7 @@ def sample(
             complete_posterior(idata, target, model, design, seed)
         idata.posterior = idata.posterior[[v for v in idata.posterior.data_vars if v in model.named_vars]]
         seconds = time.perf_counter() - start
-        stored = cfg.chains * cfg.draws * model.named_vars["_y"].get_value().shape[0] <= LOGLIK_BUDGET
+        stored = cfg.chains * cfg.draws * _rows(model) <= LOGLIK_BUDGET
         if stored:
             pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
@@ -178,7 +183,7 @@ def sample(
             "target_accept": cfg.target_accept,
             "marginalized": int(marginal),
             "log_likelihood": "stored" if stored else "on demand",
-            "collapsed_rows": int(target.named_vars["_y"].get_value().shape[0]) if target is not model else 0,
+            "collapsed_rows": _rows(target) if target is not model and not marginal else 0,
         }
     )
     return idata

@@ -102,6 +102,7 @@ def test_marginal_fit_matches_full_fit(sim_gaussian):
         marg = m.fit(marginalize=True, **kw)
         full = m.fit(marginalize=False, **kw)
     assert marg.idata.attrs["marginalized"] == 1 and full.idata.attrs["marginalized"] == 0
+    assert marg.idata.attrs["collapsed_rows"] == 0  # marginalised, not collapsed
     a, b = marg.summary(), full.summary()
     se = np.sqrt((a["sd"] / np.sqrt(a["ess_bulk"])) ** 2 + (b["sd"] / np.sqrt(b["ess_bulk"])) ** 2)
     assert (np.abs(a["mean"] - b["mean"]) < 4 * se).all()
