@@ -172,16 +172,21 @@ def prior_predictive(model, draws: int = 1000, random_seed: int | None = None) -
     idata = model.sample_prior_predictive(draws=draws, random_seed=random_seed)
     prior = GLMMResults(model, type(idata)(posterior=idata.prior), check=False)
     mu = np.asarray(idata.prior["mu"].values)
-    rows = {"mean response": mu.mean(axis=-1)}
-    if model.design.blocks:
-        variances = block_variances(prior)
+    # one mean per category (ordinal, categorical): (chain, draw, row, category)
+    means = {"": mu} if mu.ndim == 3 else {f" [{c}]": mu[..., k] for k, c in enumerate(model.family.categories)}
+    rows = {f"mean response{suffix}": m.mean(axis=-1) for suffix, m in means.items()}
+    design = model.design
+    for p in range(design.n_predictors if design.blocks else 0):
+        variances = block_variances(prior, predictor=p)
         total = sum(variances.values())
         resid = latent_residual_variance(prior, total)
-        for block in model.design.blocks:
-            rows[f"ICC ({block.group})"] = variances[block.name] / (total + resid)
-        for block in model.design.blocks:
-            J = len(block.levels)
-            means = stats.group_sums(mu, block.idx, J) / np.bincount(block.idx, minlength=J)
-            rows[f"between-{block.group} SD of the mean response"] = means.std(axis=-1)
+        suffix = f" [{design.predictors[p]}]" if design.predictors else ""
+        for block in design.blocks:
+            rows[f"ICC ({block.group}){suffix}"] = variances[block.name] / (total + resid)
+    for block in design.blocks:
+        J = len(block.levels)
+        for suffix, m in means.items():
+            level_means = stats.group_sums(m, block.idx, J) / np.bincount(block.idx, minlength=J)
+            rows[f"between-{block.group} SD of the mean response{suffix}"] = level_means.std(axis=-1)
     table = {name: [v.mean(), *np.quantile(v, QUANTILES)] for name, v in rows.items()}
     return pd.DataFrame.from_dict(table, orient="index", columns=["mean", "q05", "q25", "q50", "q75", "q95"])

@@ -11,7 +11,7 @@ results are reported back on the user's scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import formulae as fm
@@ -44,11 +44,25 @@ class FixedDesign:
     has_intercept: bool
     center: np.ndarray
     scale: np.ndarray
+    #: per column, the linear predictor it enters (empty: one predictor)
+    predictor: tuple[int, ...] = ()
+    #: per column, formulae's label before expansion over predictors (empty: ``labels``)
+    base: tuple[str, ...] = ()
+
+    @property
+    def base_labels(self) -> tuple[str, ...]:
+        """formulae's label of every column (without the predictor suffix)."""
+        return self.base or self.labels
+
+    @property
+    def intercept_columns(self) -> np.ndarray:
+        """Indices of the intercept columns (one per linear predictor)."""
+        return np.array([i for i, lab in enumerate(self.base_labels) if lab == "Intercept"], dtype=int)
 
     @property
     def slope_columns(self) -> np.ndarray:
         """Indices of the non-intercept columns."""
-        return np.array([i for i, lab in enumerate(self.labels) if lab != "Intercept"], dtype=int)
+        return np.array([i for i, lab in enumerate(self.base_labels) if lab != "Intercept"], dtype=int)
 
     def standardized(self, X: np.ndarray) -> np.ndarray:
         """Centred and scaled non-intercept columns of ``X`` (any rows)."""
@@ -70,11 +84,20 @@ class GroupBlock:
     idx: np.ndarray
     levels: tuple[str, ...]
     z_scale: np.ndarray
+    #: per term, the linear predictor it enters (empty: one predictor)
+    predictor: tuple[int, ...] = ()
+    #: per term, formulae's label before expansion over predictors (empty: ``terms``)
+    base: tuple[str, ...] = ()
+
+    @property
+    def base_terms(self) -> tuple[str, ...]:
+        """formulae's label of every term (without the predictor suffix)."""
+        return self.base or self.terms
 
     @property
     def intercept_only(self) -> bool:
-        """True when the block is a plain random intercept."""
-        return self.terms == ("Intercept",)
+        """True when the block holds random intercepts only (one per linear predictor)."""
+        return set(self.base_terms) == {"Intercept"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,13 @@ class Design:
     _block_dms: tuple[Any, ...] = field(repr=False, compare=False)
     #: columns of formulae's fixed design that are kept (all unless the family drops the intercept)
     _fixed_keep: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    #: names of the linear predictors when the family has several (categorical), else empty
+    predictors: tuple[str, ...] = ()
+
+    @property
+    def n_predictors(self) -> int:
+        """Number of linear predictors (1 except for families with one per category)."""
+        return len(self.predictors) or 1
 
     @property
     def n(self) -> int:
@@ -147,6 +177,8 @@ class Design:
         trials = None
         if with_trials and self.trials is not None:
             trials = np.ones(len(frame), dtype=np.int64)
+        if self.predictors:  # the same columns, once per linear predictor
+            X, Zs = np.tile(X, self.n_predictors), [np.tile(Z, self.n_predictors) for Z in Zs]
         return NewData(X, offset, trials, tuple(Zs), tuple(idxs), tuple(news))
 
 
@@ -342,6 +374,45 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
         _block_dms=tuple(m for _, m in built),
         _fixed_keep=keep,
     )
+
+
+def expand_predictors(design: Design, names: tuple[str, ...]) -> Design:
+    """The design of a family with one linear predictor per name (categorical).
+
+    Every fixed column and random-effect term is repeated once per predictor,
+    labelled ``label[name]``; a block declared correlated (``|``) becomes one
+    correlated block over all its repeated terms (e.g. the random intercepts of
+    every category, correlated across categories), ``||`` keeps them
+    independent.  Centring and scaling are those of the original column.
+    """
+    if design.offset is not None:
+        raise FormulaError("offset() is not supported for families with several linear predictors")
+    m = len(names)
+    fixed = design.fixed
+    labels = tuple(f"{lab}[{name}]" for name in names for lab in fixed.labels)
+    expanded = replace(
+        fixed,
+        X=_frozen(np.tile(fixed.X, m)),
+        labels=labels,
+        center=_frozen(np.tile(fixed.center, m)),
+        scale=_frozen(np.tile(fixed.scale, m)),
+        predictor=tuple(np.repeat(np.arange(m), len(fixed.labels)).tolist()),
+        base=fixed.labels * m,
+    )
+    blocks = []
+    for block, term in zip(design.blocks, design.parsed.random):
+        blocks.append(
+            replace(
+                block,
+                terms=tuple(f"{t}[{name}]" for name in names for t in block.terms),
+                correlated=term.correlated and len(block.terms) * m > 1,
+                Z=_frozen(np.tile(block.Z, m)),
+                z_scale=_frozen(np.tile(block.z_scale, m)),
+                predictor=tuple(np.repeat(np.arange(m), len(block.terms)).tolist()),
+                base=block.terms * m,
+            )
+        )
+    return replace(design, fixed=expanded, blocks=tuple(blocks), predictors=tuple(names))
 
 
 def _check_block_terms(blocks: list[GroupBlock]) -> None:

@@ -40,7 +40,7 @@ SUMMARY = ["mean", "sd", "hdi_low", "hdi_high"]
 def _term_vector(block, at: Mapping[str, Any]) -> np.ndarray:
     """Values of a block's terms at covariate values ``at`` (unset terms: 0)."""
     values = np.zeros(len(block.terms))
-    for i, term in enumerate(block.terms):
+    for i, term in enumerate(block.base_terms):
         if term == "Intercept":
             values[i] = 1.0
         elif term in at:
@@ -54,21 +54,26 @@ def _term_vector(block, at: Mapping[str, Any]) -> np.ndarray:
 def _check_at(res: GLMMResults, at: Mapping[str, Any]) -> None:
     if not isinstance(at, Mapping):
         raise ArgumentError(f"at must be a dict of covariate values, got {type(at).__name__}")
-    known = {t.split("[")[0] for b in res.model.design.blocks for t in b.terms} | {
-        t for b in res.model.design.blocks for t in b.terms
+    known = {t.split("[")[0] for b in res.model.design.blocks for t in b.base_terms} | {
+        t for b in res.model.design.blocks for t in b.base_terms
     }
     unknown = [k for k in at if k not in known]
     if unknown:
         raise ArgumentError(f"at names {unknown}, which are not random-slope terms; slopes are {sorted(known)}")
 
 
-def block_variances(res: GLMMResults, at: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Latent-scale variance of every block at covariates ``at``: draws (chain, draw)."""
+def block_variances(res: GLMMResults, at: Mapping[str, Any] | None = None, predictor: int = 0) -> dict[str, np.ndarray]:
+    """Latent-scale variance of every block at covariates ``at``: draws (chain, draw).
+
+    With several linear predictors (categorical), the variance of one of them.
+    """
     at = {} if at is None else at
     _check_at(res, at)
     out = {}
     for block in res.model.design.blocks:
         z = _term_vector(block, at)
+        if block.predictor:
+            z = np.where(np.asarray(block.predictor) == predictor, z, 0.0)
         sd = res.draws(f"sd_{block.name}")
         cor = res.draws(f"cor_{block.name}") if block.correlated else np.eye(len(block.terms))
         G = sd[..., :, None] * sd[..., None, :] * cor
@@ -92,18 +97,26 @@ def icc(res: GLMMResults, at: Mapping[str, Any] | None = None, prob: float = 0.9
     Returns one row per grouping factor (``group``, ``mean, sd, hdi_low,
     hdi_high``): the share of latent variance between its levels.  Nested
     factors (``a`` and ``a:b``) each get their own share; the correlation of
-    two units sharing both is the sum of the two.
+    two units sharing both is the sum of the two.  Categorical models get one
+    row per grouping factor and non-reference category (column ``category``):
+    the ICC of that category's latent utility difference.
     """
     prob = stats.check_prob(prob)
-    blocks = res.model.design.blocks
-    if not blocks:
+    design = res.model.design
+    if not design.blocks:
         raise ArgumentError("the model has no random effects, so no ICC")
-    variances = block_variances(res, at)
-    total = sum(variances.values())
-    resid = latent_residual_variance(res, total)
-    shares = np.stack([variances[b.name] / (total + resid) for b in blocks], axis=-1)
-    s = stats.summarize(shares, prob, diagnostics=False)
-    return pd.DataFrame({"group": [b.group for b in blocks], **{k: s[k] for k in SUMMARY}})
+    frames = []
+    for p in range(design.n_predictors):
+        variances = block_variances(res, at, predictor=p)
+        total = sum(variances.values())
+        resid = latent_residual_variance(res, total)
+        shares = np.stack([variances[b.name] / (total + resid) for b in design.blocks], axis=-1)
+        s = stats.summarize(shares, prob, diagnostics=False)
+        frame = pd.DataFrame({"group": [b.group for b in design.blocks], **{k: s[k] for k in SUMMARY}})
+        if design.predictors:
+            frame.insert(1, "category", design.predictors[p])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 # ---- comparisons and slopes -------------------------------------------------------

@@ -63,6 +63,11 @@ class Family:
     #: response categories, for families with one mean per category (set by :meth:`fitted_to`)
     categories: tuple = ()
 
+    @property
+    def predictor_names(self) -> tuple[str, ...]:
+        """Names of the linear predictors when there are several (one per non-reference category)."""
+        return ()
+
     def prepare_response(self, data, response: str):
         """``(data, labels)``: data with the response coded for the likelihood (a copy if changed)."""
         return data, None
@@ -315,6 +320,7 @@ class NegativeBinomial(Poisson):
         return np.log1p(1.0 / np.asarray(mean) + 1.0 / np.asarray(params["alpha"]))
 
 
+from .categorical import Categorical  # noqa: E402
 from .continuous import Beta, GammaFamily, StudentT  # noqa: E402  (they subclass Family)
 from .ordinal import Cumulative  # noqa: E402
 
@@ -330,6 +336,7 @@ FAMILIES: dict[str, Family] = {
         Beta(),
         StudentT(),
         Cumulative(),
+        Categorical(),
     )
 }
 ALIASES = {
@@ -337,6 +344,7 @@ ALIASES = {
     "negative_binomial": "negativebinomial",
     "t": "student_t",
     "ordinal": "cumulative",
+    "multinomial": "categorical",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pymc as pm
 
-from .design import Design, _frozen, build_design
+from .design import Design, _frozen, build_design, expand_predictors
 from .errors import FamilyError, FitArgumentError
 from .families import Family, get_family
 from .fit import make_config, sample
@@ -71,6 +71,8 @@ class GLMM:
         design = build_design(parsed, coded, na_action, intercept=self.family.intercept)
         self.family.check_response(design.y, design.trials, parsed.response)
         self.family = self.family.fitted_to(design.y, labels)
+        if self.family.predictor_names:
+            design = expand_predictors(design, self.family.predictor_names)
         kept = design.data if labels is None else data.loc[design.data.index, design.data.columns]
         self.design: Design = replace(design, y=_frozen(self.family.encode(design.y)), data=kept)
         self._separation = warn_separation(self.design) if self.family.name in BINARY else None

@@ -47,10 +47,28 @@ def coords_of(design: Design) -> dict[str, tuple[str, ...]]:
     return coords
 
 
+def _by_predictor(rows: pt.TensorVariable, predictor: tuple[int, ...], m: int) -> pt.TensorVariable:
+    """Sum the columns of ``rows`` (n, c) into their linear predictors: (n,), or (n, m) for m > 1."""
+    if m == 1:
+        return rows.sum(axis=1)
+    return pt.dot(rows, np.eye(m)[list(predictor)])
+
+
+def _combine(X, coef, predictor: tuple[int, ...], m: int) -> pt.TensorVariable:
+    """``X @ coef`` per linear predictor: (n,), or (n, m) for m > 1."""
+    if m == 1:
+        return pt.dot(X, coef)
+    return pt.dot(X, coef[:, None] * np.eye(m)[list(predictor)])
+
+
 def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt.TensorVariable]:
-    """Add fixed effects; return their contribution to eta and the centring shift ``center·b``."""
-    fixed = design.fixed
+    """Add fixed effects; return their contribution to eta and the centring shift ``center·b``.
+
+    With several linear predictors (categorical) both have one column per predictor.
+    """
+    fixed, m = design.fixed, design.n_predictors
     slopes = fixed.slope_columns
+    slope_predictor = tuple(fixed.predictor[j] for j in slopes) if fixed.predictor else ()
     eta = 0.0
     parts, order = [], []
     if slopes.size:
@@ -65,17 +83,20 @@ def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt
             parts.append(to_rv(f"b_{dist}_scaled", dist, params, shape=len(positions)))
             order.extend(positions)
         b_scaled = pt.concatenate(parts)[np.argsort(order)] if len(parts) > 1 else parts[0]
-        eta = eta + pt.dot(X, b_scaled)
+        eta = eta + _combine(X, b_scaled, slope_predictor, m)
         b = b_scaled / fixed.scale[slopes]
     values = [None] * len(fixed.labels)
     for k, j in enumerate(slopes):
         values[j] = b[k]
     # eta on the user's scale = eta here + shift (the centring, absorbed by the intercept)
-    shift = pt.dot(fixed.center[slopes], b) if slopes.size else pt.as_tensor(0.0)
+    shift = pt.zeros(m) if m > 1 else pt.as_tensor(0.0)
+    if slopes.size:
+        shift = _combine(fixed.center[slopes][None, :], b, slope_predictor, m)[0]
     if fixed.has_intercept:
-        a = to_pymc("Intercept_centered", priors.intercept)
+        a = to_pymc("Intercept_centered", priors.intercept, **({"shape": m} if m > 1 else {}))
         eta = eta + a
-        values[fixed.labels.index("Intercept")] = a - shift
+        for p, j in enumerate(fixed.intercept_columns):
+            values[j] = a - shift if m == 1 else a[p] - shift[p]
     if values:
         pm.Deterministic("fixef", pt.stack(values), dims="fixef__term")
     return eta, shift
@@ -118,11 +139,11 @@ def _random_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
     for block in design.blocks:
         effects = _block_effects(block, priors)
         idx = pm.Data(f"idx_{block.name}", block.idx)
-        if block.intercept_only:
-            eta = eta + effects[idx, 0]
+        if block.intercept_only:  # one intercept per linear predictor, in order
+            eta = eta + (effects[idx, 0] if design.n_predictors == 1 else effects[idx])
         else:
             Z = pm.Data(f"Z_{block.name}", block.Z)
-            eta = eta + (effects[idx] * Z).sum(axis=1)
+            eta = eta + _by_predictor(effects[idx] * Z, block.predictor, design.n_predictors)
     return eta
 
 
@@ -143,7 +164,8 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
         observed = pm.Data("_y", design.y)
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
         fixed_eta, shift = _fixed_part(design, priors)
-        eta = pt.zeros(observed.shape[0]) + fixed_eta
+        m = design.n_predictors
+        eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
         if design.offset is not None:
             eta = eta + pm.Data("offset", design.offset)
         if marginal:

@@ -74,8 +74,8 @@ def _expr_terms(expr: str, blocks) -> set[str]:
     parts = {p.strip() for p in expr.split("+")}
     labels = set()
     for block in blocks:
-        for t in block.terms:
-            if (t == "Intercept" and ("1" in parts or "0" not in parts)) or t.split("[")[0] in parts:
+        for t, base in zip(block.terms, block.base_terms):
+            if (base == "Intercept" and ("1" in parts or "0" not in parts)) or base.split("[")[0] in parts:
                 labels.add(t)
     return labels
 
@@ -387,8 +387,9 @@ def predict(
     index = (res.model.design.data if newdata is None else newdata).index
     s = stats.summarize(draws.astype(float), prob, diagnostics=False)
     columns = {k: s[k].reshape(-1) for k in ("mean", "sd", "hdi_low", "hdi_high")}
-    if draws.ndim == 4:  # one probability per category: long format, rows repeated
-        categories = res.model.family.categories
+    if draws.ndim == 4:  # one value per category: long format, rows repeated
+        family = res.model.family
+        categories = family.predictor_names if kind == "link" else family.categories
         return pd.DataFrame(
             {"category": np.tile(categories, len(index)), **columns}, index=index.repeat(len(categories))
         )

@@ -39,6 +39,8 @@ CASES = [
     ("y ~ np.log(neg) + (1 | g)", None, {}, errors.DataError, "non-finite"),
     ("y ~ x + (1 | g)", None, {"na_action": "ignore"}, errors.DataError, "na_action must be one of"),
     ("y ~ x + (1 | g) + (x | g)", None, {}, errors.FormulaError, "varies over 'g' in two"),
+    ("one ~ x + (1 | g)", None, {"family": "categorical"}, errors.ResponseError, "single category"),
+    ("word ~ x + offset(x) + (1 | g)", None, {"family": "categorical"}, errors.FormulaError, "offset"),
 ]
 
 
