@@ -62,9 +62,17 @@ def _replicates(res: GLMMResults, random_seed: int | None) -> np.ndarray:
     return np.asarray(res.idata.posterior_predictive["y"].values)
 
 
-def _statistic(stat: str | Callable) -> Callable[[np.ndarray], np.ndarray]:
+def _statistic(stat: str | Callable, family) -> Callable[[np.ndarray], np.ndarray]:
     if callable(stat):
         return stat
+    if family.categories and stat in family.categories:  # share of rows in that category
+        value = family.values[family.categories.index(stat)]
+        return lambda a: np.mean(a == value, axis=-1)
+    if family.name == "categorical":
+        raise ArgumentError(
+            f"stat {stat!r} of unordered category codes means nothing; pass a category, one of "
+            f"{list(family.categories)} (the share of rows in it), or a callable"
+        )
     if stat not in STATISTICS:
         raise ArgumentError(f"stat must be a callable or one of {sorted(STATISTICS)}, got {stat!r}")
     return STATISTICS[stat]
@@ -86,7 +94,9 @@ def grouped_ppc(
     stat : {"mean", "sd", "min", "max", "zeros"} or callable
         Computed on the rows of each level; a callable must reduce the last
         axis (like ``np.mean``).  For a binomial response ``"mean"`` is the
-        proportion of successes, ``sum(y) / sum(trials)``.
+        proportion of successes, ``sum(y) / sum(trials)``.  For ordinal and
+        categorical responses a category gives the share of rows in it
+        (categorical responses need one: the mean of unordered codes means nothing).
     prob : float
         Probability of the interval of the replicated statistic.
 
@@ -101,7 +111,7 @@ def grouped_ppc(
     blocks = [b for b in design.blocks if b.group == group]
     if not blocks:
         raise ArgumentError(f"group {group!r} is not a grouping factor; they are {[b.group for b in design.blocks]}")
-    block, fn = blocks[0], _statistic(stat)
+    block, fn = blocks[0], _statistic(stat, res.model.family)
     y_rep, y = _replicates(res, random_seed), res.model.family.decode(design.y)
     proportion = stat == "mean" and design.trials is not None
     rows = []

@@ -150,6 +150,11 @@ def test_random_intercepts_give_icc_per_category():
     with pytest.raises(bg.NewLevelError):
         res.predict(new)
     assert np.isfinite(res.predict(new, allow_new_levels=True, random_seed=1)["mean"]).all()
+    shares = res.grouped_ppc("g", stat="car", random_seed=1)
+    observed = df.groupby("g")["choice"].apply(lambda c: np.mean(c == "car"))
+    np.testing.assert_allclose(shares["observed"], observed.loc[list(shares["level"])])
+    with pytest.raises(bg.ArgumentError, match="unordered category codes"):
+        res.grouped_ppc("g")
 
 
 @pytest.mark.slow
