@@ -59,9 +59,17 @@ def _cross_products(block: GroupBlock) -> np.ndarray:
 
 
 def _group_sums(block: GroupBlock, r: pt.TensorVariable) -> pt.TensorVariable:
-    """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k)."""
-    J, k = len(block.levels), len(block.terms)
-    return pt.inc_subtensor(pt.zeros((J, k))[block.idx], pt.as_tensor(block.Z) * r[:, None])
+    """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k).
+
+    One one-dimensional scatter-add per term: several times faster in the
+    compiled back ends than one scatter of (n, k) rows.
+    """
+    J = len(block.levels)
+    columns = []
+    for t in range(len(block.terms)):
+        values = r if np.all(block.Z[:, t] == 1.0) else pt.as_tensor(block.Z[:, t]) * r
+        columns.append(pt.inc_subtensor(pt.zeros(J)[block.idx], values))
+    return pt.stack(columns, axis=1)
 
 
 def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable]]:
@@ -94,9 +102,8 @@ def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
     return pt.stack(z, axis=1)
 
 
-def _blocks_terms(design: Design, L: pt.TensorVariable, sigma2, r):
+def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r):
     """(log det M, wᵀw, z draw) for one grouping factor."""
-    block = design.blocks[0]
     k = len(block.terms)
     A = pt.as_tensor(_cross_products(block))
     AL = pt.tensordot(A, L, axes=[[2], [0]])  # (J, k, k): A_j L
@@ -166,16 +173,16 @@ def add_marginal_likelihood(
     ``z_<block>`` built on an unregistered N(0, 1): they are never stored while
     sampling and are produced afterwards by :func:`complete_posterior`.
     """
-    layout = marginal_layout(design)
+    blocks = design.blocks
     sigma2 = sigma**2
     r = observed - eta_fixed
-    if layout == "blocks":
-        logdet, ww, draws = _blocks_terms(design, scales[design.blocks[0].name], sigma2, r)
+    if len(blocks) == 1:
+        logdet, ww, draws = _blocks_terms(blocks[0], scales[blocks[0].name], sigma2, r)
     else:
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = design.n
     pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + (r @ r) / sigma2 - ww))
-    for block in design.blocks:
+    for block in blocks:
         pm.Deterministic(f"z_{block.name}", draws[block.name], dims=(block.group, f"{block.name}__term"))
 
 

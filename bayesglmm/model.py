@@ -47,13 +47,6 @@ def coords_of(design: Design) -> dict[str, tuple[str, ...]]:
     return coords
 
 
-def _by_predictor(rows: pt.TensorVariable, predictor: tuple[int, ...], m: int) -> pt.TensorVariable:
-    """Sum the columns of ``rows`` (n, c) into their linear predictors: (n,), or (n, m) for m > 1."""
-    if m == 1:
-        return rows.sum(axis=1)
-    return pt.dot(rows, np.eye(m)[list(predictor)])
-
-
 def _combine(X, coef, predictor: tuple[int, ...], m: int) -> pt.TensorVariable:
     """``X @ coef`` per linear predictor: (n,), or (n, m) for m > 1."""
     if m == 1:
@@ -139,12 +132,23 @@ def _random_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
     for block in design.blocks:
         effects = _block_effects(block, priors)
         idx = pm.Data(f"idx_{block.name}", block.idx)
-        if block.intercept_only:  # one intercept per linear predictor, in order
-            eta = eta + (effects[idx, 0] if design.n_predictors == 1 else effects[idx])
-        else:
-            Z = pm.Data(f"Z_{block.name}", block.Z)
-            eta = eta + _by_predictor(effects[idx] * Z, block.predictor, design.n_predictors)
+        Z = None if block.intercept_only else pm.Data(f"Z_{block.name}", block.Z)
+        eta = eta + _block_eta(block, effects, idx, Z, design.n_predictors)
     return eta
+
+
+def _block_eta(block: GroupBlock, effects, idx, Z, m: int) -> pt.TensorVariable:
+    """A block's contribution to eta: (n,), or (n, m) with m linear predictors.
+
+    Effects are gathered one term (column) at a time, ``effects[:, t][idx]``,
+    whose gradient is a one-dimensional scatter-add: in the compiled back ends
+    it is several times faster than gathering rows, ``effects[idx]``.  ``Z`` is
+    None for a block of intercepts.
+    """
+    cols = [effects[:, t][idx] if Z is None else effects[:, t][idx] * Z[:, t] for t in range(len(block.terms))]
+    if m == 1:
+        return sum(cols[1:], cols[0])
+    return pt.stack([sum(c for c, p in zip(cols, block.predictor) if p == q) for q in range(m)], axis=1)
 
 
 def build_model(design: Design, family: Family, link: Link, priors: PriorSet, marginal: bool = False) -> pm.Model:

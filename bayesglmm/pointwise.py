@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .model import OBSERVED
-from .predict import BUDGET, log_likelihood_draws
+from .predict import log_likelihood_draws, row_chunks
 from .stats import az, group_sums
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,10 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def chunks(res: GLMMResults):
     """Yield (row indices, log-likelihood (chain, draw, rows)) over the fitted rows."""
     design = res.model.design
-    draws = res.idata.posterior.sizes["chain"] * res.idata.posterior.sizes["draw"]
-    size = max(1, BUDGET // draws)
-    for lo in range(0, design.n, size):
-        rows = np.arange(lo, min(lo + size, design.n))
+    for chunk in row_chunks(res, design.n):
+        rows = np.arange(design.n)[chunk]
         trials = None if design.trials is None else design.trials[rows]
         yield rows, log_likelihood_draws(res, design.data.iloc[rows], design.y[rows], trials)
 

@@ -22,6 +22,7 @@ of the linear predictor.
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,8 +82,20 @@ def _expr_terms(expr: str, blocks) -> set[str]:
 
 
 #: Largest number of values built at once when integrating (draws × rows stored,
-#: rows × nodes per draw).
+#: rows × nodes per draw), and per chunk of rows of a summarised prediction.
 BUDGET = 20_000_000
+
+
+def _seed(random_seed: int | None) -> int:
+    """An integer seed: ``random_seed``, or a fresh one."""
+    return int(np.random.SeedSequence(random_seed).generate_state(1)[0])
+
+
+def row_chunks(res, n_rows: int) -> list[slice]:
+    """Slices of at most ``BUDGET / draws`` rows: one chunk's draws stay within the budget."""
+    posterior = res.idata.posterior
+    size = max(1, BUDGET // (posterior.sizes["chain"] * posterior.sizes["draw"]))
+    return [slice(lo, lo + size) for lo in range(0, n_rows, size)]
 
 
 def _free_posterior(res: GLMMResults) -> xr.Dataset:
@@ -99,7 +112,7 @@ def _new_level_error(block, labels: np.ndarray) -> NewLevelError:
     )
 
 
-def _prepare(res, frame, keep, pinned, allow_new_levels, rng, tile=1):
+def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
     """Data updates, posterior (zeroed/added effects) and dim changes for ``frame``.
 
     ``frame`` is None for the fitted rows.  Blocks in ``pinned`` are left to
@@ -137,7 +150,7 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, rng, tile=1):
                 lookup = {lab: len(block.levels) + j for j, lab in enumerate(new)}
                 idx[nd.new_level[i]] = [lookup[lab] for lab in labels]
                 dims[block.group] = block.levels + tuple(new)
-                posterior = _extend(posterior, block, new, rng)
+                posterior = _extend(posterior, block, new, seed)
             updates[f"idx_{block.name}"] = idx
     for i, block in enumerate(design.blocks):
         kept = block.terms if block.name in pinned else keep[block.name]  # pinned: set by the caller
@@ -152,12 +165,20 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, rng, tile=1):
     return updates, posterior, dims
 
 
-def _extend(posterior: xr.Dataset, block, new: list[str], rng: np.random.Generator) -> xr.Dataset:
-    """Append standard-normal z draws for new levels (their effects follow N(0, G))."""
+def _extend(posterior: xr.Dataset, block, new: list[str], seed: int) -> xr.Dataset:
+    """Append standard-normal z draws for new levels (their effects follow N(0, G)).
+
+    Each level's draws come from its own stream, seeded by ``seed`` and the
+    level's label, so a level gets the same effects in every chunk of rows.
+    """
     z = posterior[f"z_{block.name}"]
-    shape = (z.sizes["chain"], z.sizes["draw"], len(new), z.sizes[z.dims[-1]])
+    shape = (z.sizes["chain"], z.sizes["draw"], z.sizes[z.dims[-1]])
+    draws = [
+        np.random.default_rng([seed, zlib.crc32(f"{block.name}\x00{label}".encode())]).standard_normal(shape)
+        for label in new
+    ]
     coords = {block.group: new, z.dims[-1]: z[z.dims[-1]].values}
-    extra = xr.DataArray(rng.standard_normal(shape), dims=z.dims, coords=coords)
+    extra = xr.DataArray(np.stack(draws, axis=2), dims=z.dims, coords=coords)
     return _replace_z(posterior, block, xr.concat([z, extra], dim=block.group))
 
 
@@ -210,9 +231,8 @@ def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, r
     fitted N(0, G), seeded by ``random_seed``: ``repeats`` independent draws
     per posterior draw, evaluated in one pass through the graph.
     """
-    rng = np.random.default_rng(random_seed)
     keep = kept_terms(res.model.design, None)
-    updates, posterior, dims = _prepare(res, newdata, keep, {}, allow_new_levels, rng, repeats)
+    updates, posterior, dims = _prepare(res, newdata, keep, {}, allow_new_levels, _seed(random_seed), repeats)
     updates["_y"] = np.asarray(y, dtype=float)
     if trials is not None:
         updates["_trials"] = np.asarray(trials, dtype=np.int64)
@@ -237,7 +257,7 @@ def _pin_nodes(design, pinned: dict[str, str | float], random_seed):
     return parts, weights
 
 
-def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
+def _pinned_draws(res, frame, keep, pinned, allow_new_levels, seed, random_seed):
     """Mean response averaged over nodes of the pinned blocks: (chain, draw, row)."""
     design = res.model.design
     parts, weights = _pin_nodes(design, pinned, random_seed)
@@ -249,7 +269,7 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed):
     for lo in range(0, n, chunk):
         sub = frame.iloc[lo : lo + chunk]
         tiled = sub.iloc[np.tile(np.arange(len(sub)), M)]
-        updates, posterior, dims = _prepare(res, tiled, keep, pinned, allow_new_levels, rng)
+        updates, posterior, dims = _prepare(res, tiled, keep, pinned, allow_new_levels, seed)
         for block in design.blocks:
             if block.name not in pinned:
                 continue
@@ -308,13 +328,13 @@ def predict_draws(
     if not isinstance(marginal, bool):
         raise ArgumentError(f"marginal must be True or False, got {marginal!r}")
     design = res.model.design
-    rng = np.random.default_rng(random_seed)
+    seed = _seed(random_seed)
     if marginal and re_formula is None:
         re_formula = "~0"  # population-averaged over every random effect
     keep = kept_terms(design, re_formula)
     pinned = _pinned_blocks(design, keep, marginal, re_quantile)
     if not pinned:
-        updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, rng)
+        updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, seed)
         draws = _evaluate(res, posterior, updates, dims, KINDS[kind], random_seed)
         return res.model.family.decode(draws) if kind == "response" else draws
     if kind == "response":
@@ -323,7 +343,7 @@ def predict_draws(
             "or allow_new_levels=True with new group labels to draw responses for new groups"
         )
     frame = design.data if newdata is None else newdata
-    mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, rng, random_seed)
+    mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, seed, random_seed)
     if kind == "link":
         if mean.ndim == 4:
             raise ArgumentError("kind='link' of averaged category probabilities is not defined; use kind='mean'")
@@ -381,10 +401,30 @@ def predict(
         to its quantile and the others to their conditional mean.
     """
     prob = stats.check_prob(prob)
-    draws = predict_draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, marginal, re_quantile)
+    args = (kind, re_formula, allow_new_levels)
     if not summary:
-        return draws
-    index = (res.model.design.data if newdata is None else newdata).index
+        return predict_draws(res, newdata, *args, random_seed, marginal, re_quantile)
+    frame = res.model.design.data if newdata is None else newdata
+    if not isinstance(frame, pd.DataFrame):
+        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(frame).__name__}")
+    chunks = row_chunks(res, len(frame))
+    if len(chunks) == 1:
+        return _summary(res, predict_draws(res, newdata, *args, random_seed, marginal, re_quantile), frame, kind, prob)
+    # large data: summarise chunk by chunk, never holding (draws × rows); every chunk shares
+    # the seed of new levels' effects and has its own stream of response draws
+    seed = _seed(random_seed)
+    parts = []
+    for c, rows in enumerate(chunks):
+        sub = frame.iloc[rows]
+        chunk_seed = int(np.random.SeedSequence([seed, c]).generate_state(1)[0])
+        draws = predict_draws(res, sub, *args, seed if kind != "response" else chunk_seed, marginal, re_quantile)
+        parts.append(_summary(res, draws, sub, kind, prob))
+    return pd.concat(parts)
+
+
+def _summary(res, draws: np.ndarray, frame: pd.DataFrame, kind: str, prob: float) -> pd.DataFrame:
+    """Per row (and category) ``mean, sd, hdi_low, hdi_high`` of prediction draws."""
+    index = frame.index
     s = stats.summarize(draws.astype(float), prob, diagnostics=False)
     columns = {k: s[k].reshape(-1) for k in ("mean", "sd", "hdi_low", "hdi_high")}
     if draws.ndim == 4:  # one value per category: long format, rows repeated

@@ -1,13 +1,15 @@
-"""Fits too large to store their log-likelihood: LOO in chunks gives the same answers."""
+"""Fits too large to store their log-likelihood: LOO and predictions in chunks give the same answers."""
 
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bayesglmm as bg
 import bayesglmm.fit
 import bayesglmm.pointwise
+import bayesglmm.predict
 from bayesglmm.results import GLMMResults
 
 pytestmark = pytest.mark.sampling
@@ -16,8 +18,6 @@ SHORT = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": Fals
 
 @pytest.fixture(scope="module")
 def stored():
-    import pandas as pd
-
     rng = np.random.default_rng(3)
     g = np.repeat(np.arange(12), 9)
     x = rng.normal(size=g.size)
@@ -34,7 +34,7 @@ def _without_loglik(res):
 
 
 def test_chunked_loo_equals_stored_loo(stored, monkeypatch):
-    monkeypatch.setattr(bayesglmm.pointwise, "BUDGET", 300 * 40)  # 40 rows per chunk: 3 chunks
+    monkeypatch.setattr(bayesglmm.predict, "BUDGET", 300 * 40)  # 40 rows per chunk: 3 chunks
     big = _without_loglik(stored)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -58,3 +58,17 @@ def test_large_fits_do_not_store_the_loglik(stored, monkeypatch):
     assert "log_likelihood" not in res.idata.groups()
     assert res.idata.attrs["log_likelihood"] == "on demand"
     assert stored.idata.attrs["log_likelihood"] == "stored"
+
+
+def test_chunked_predictions_equal_whole_ones(stored, monkeypatch):
+    """Summaries computed chunk by chunk (rows beyond the budget) equal the whole computation."""
+    data = stored.model.design.data
+    whole = {kw: stored.predict(**dict(kw)) for kw in [(), (("marginal", True), ("random_seed", 1))]}
+    newdata = pd.concat([data.head(3), data.head(3)]).assign(g="unseen")  # one new level, in two chunks
+    monkeypatch.setattr(bayesglmm.predict, "BUDGET", 300 * 2)  # 2 rows per chunk
+    for kw, table in whole.items():
+        pd.testing.assert_frame_equal(stored.predict(**dict(kw)), table)
+    new = stored.predict(newdata, allow_new_levels=True, random_seed=3)
+    np.testing.assert_allclose(new["mean"].to_numpy()[:3], new["mean"].to_numpy()[3:])  # same effect draws
+    drawn = stored.predict(data.head(4), kind="response", random_seed=3)
+    assert len(drawn) == 4 and np.isfinite(drawn["mean"]).all()
