@@ -17,42 +17,28 @@ categories, otherwise the smallest value.  Reorder the categories to change it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from .errors import ResponseError
-from .families import _BINARY_LINK_VARIANCE, Family
-from .ordinal import MAX_CATEGORIES
+from .families import _BINARY_LINK_VARIANCE, CategoryFamily
 
 
 @dataclass(frozen=True)
-class Categorical(Family):
+class Categorical(CategoryFamily):
     """Baseline-category (multinomial) logit model with one linear predictor per non-reference category."""
 
     name: str = "categorical"
     links: tuple[str, ...] = ("logit",)
     default_link: str = "logit"
-    #: the response's codes 0..K-1 (or its numeric values), in category order
-    values: tuple = ()
+    noun: str = "a categorical model"
 
     @property
     def predictor_names(self) -> tuple[str, ...]:
         return tuple(str(c) for c in self.categories[1:])
-
-    def check_response(self, y, trials, name):
-        super().check_response(y, trials, name)
-        values = np.unique(y)
-        if values.size < 2:
-            raise ResponseError(f"response {name!r} has a single category; a categorical model has nothing to fit")
-        if values.size > MAX_CATEGORIES:
-            raise ResponseError(
-                f"response {name!r} has {values.size} distinct values; a categorical model expects "
-                f"at most {MAX_CATEGORIES} categories; is it continuous?"
-            )
 
     def prepare_response(self, data, response):
         """Text, boolean or categorical responses become codes 0..K-1 in category order."""
@@ -67,16 +53,6 @@ class Categorical(Family):
             present = sorted(column.dropna().unique().tolist())
         codes = pd.Categorical(column, categories=present).codes.astype(float)
         return data.assign(**{response: np.where(column.isna(), np.nan, codes)}), tuple(present)
-
-    def fitted_to(self, y, labels=None):
-        values = tuple(float(v) for v in np.unique(y))
-        return replace(self, values=values, categories=tuple(labels) if labels else values)
-
-    def encode(self, y):
-        return np.searchsorted(np.asarray(self.values), y).astype(float)
-
-    def decode(self, codes):
-        return np.asarray(self.values)[np.asarray(codes, dtype=np.int64)]
 
     @staticmethod
     def _logits(eta: pt.TensorVariable) -> pt.TensorVariable:

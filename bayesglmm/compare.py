@@ -75,8 +75,10 @@ def loo(res: GLMMResults, group: str | None = None, pointwise: bool = True):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Estimated shape parameter of Pareto.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            elpd = az.loo(data, pointwise=pointwise, var_name=OBSERVED)
+            elpd = az.loo(data, pointwise=True, var_name=OBSERVED)
     _warn_pareto(elpd, "observations" if group is None else f"levels of {group!r}")
+    if not pointwise:  # the totals only (the Pareto k were needed for the warning)
+        elpd = type(elpd)(elpd.drop(labels=["loo_i", "pareto_k"]))
     return elpd
 
 

@@ -12,7 +12,7 @@ not new branches in the builder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pymc as pm
@@ -150,6 +150,44 @@ class Family:
         group averaged over the data, per draw.
         """
         raise FamilyError(f"family {self.name!r} defines no latent residual variance, so no ICC")
+
+
+#: Most categories an ordinal or categorical response may have.
+MAX_CATEGORIES = 50
+
+
+@dataclass(frozen=True)
+class CategoryFamily(Family):
+    """Base of families whose response is one of K categories (ordinal, categorical).
+
+    The likelihood sees category codes 0..K-1 (:meth:`encode`); ``values`` are
+    the response's numeric values in category order.
+    """
+
+    values: tuple = ()
+    #: how messages name the model, e.g. "an ordinal model"
+    noun: str = ""
+
+    def check_response(self, y, trials, name):
+        super().check_response(y, trials, name)
+        values = np.unique(y)
+        if values.size < 2:
+            raise ResponseError(f"response {name!r} has a single category; {self.noun} has nothing to fit")
+        if values.size > MAX_CATEGORIES:
+            raise ResponseError(
+                f"response {name!r} has {values.size} distinct values; {self.noun} expects at most "
+                f"{MAX_CATEGORIES} categories; is it continuous?"
+            )
+
+    def fitted_to(self, y, labels=None):
+        values = tuple(float(v) for v in np.unique(y))
+        return replace(self, values=values, categories=tuple(labels) if labels else values)
+
+    def encode(self, y):
+        return np.searchsorted(np.asarray(self.values), y).astype(float)
+
+    def decode(self, codes):
+        return np.asarray(self.values)[np.asarray(codes, dtype=np.int64)]
 
 
 def _require_integers(y: np.ndarray, name: str, family: str) -> None:

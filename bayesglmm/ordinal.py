@@ -21,7 +21,7 @@ transform a valid starting point.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,14 +30,12 @@ import pytensor.tensor as pt
 from pymc.distributions.transforms import ordered
 
 from .errors import ResponseError
-from .families import _BINARY_LINK_VARIANCE, Family
+from .families import _BINARY_LINK_VARIANCE, CategoryFamily
 from .priors import normal, to_rv
-
-MAX_CATEGORIES = 50
 
 
 @dataclass(frozen=True)
-class Cumulative(Family):
+class Cumulative(CategoryFamily):
     """Cumulative-link ordinal model (logit: proportional odds; probit)."""
 
     name: str = "cumulative"
@@ -45,19 +43,7 @@ class Cumulative(Family):
     default_link: str = "logit"
     aux: tuple[str, ...] = ("cutpoints",)
     intercept: bool = False
-    #: the response's numeric values, in order (codes 1..K for an ordered categorical)
-    values: tuple = ()
-
-    def check_response(self, y, trials, name):
-        super().check_response(y, trials, name)
-        values = np.unique(y)
-        if values.size < 2:
-            raise ResponseError(f"response {name!r} has a single category; an ordinal model has nothing to fit")
-        if values.size > MAX_CATEGORIES:
-            raise ResponseError(
-                f"response {name!r} has {values.size} distinct values; an ordinal model expects ordered "
-                f"categories (at most {MAX_CATEGORIES}); is it continuous?"
-            )
+    noun: str = "an ordinal model"
 
     def prepare_response(self, data, response):
         """An ordered pandas Categorical response becomes its codes 1..K; text is refused."""
@@ -79,16 +65,6 @@ class Cumulative(Family):
                 "categorical: pd.Categorical(values, categories=[...], ordered=True), or numeric codes"
             )
         return data, None
-
-    def fitted_to(self, y, labels=None):
-        values = tuple(float(v) for v in np.unique(y))
-        return replace(self, values=values, categories=tuple(labels) if labels else values)
-
-    def encode(self, y):
-        return np.searchsorted(np.asarray(self.values), y).astype(float)
-
-    def decode(self, codes):
-        return np.asarray(self.values)[np.asarray(codes, dtype=np.int64)]
 
     def aux_labels(self, name, size):
         cats = [f"{c:g}" if isinstance(c, float) else str(c) for c in self.categories]

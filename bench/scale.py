@@ -1,0 +1,86 @@
+"""Scale benchmark: a simulated random-intercept logistic model with many rows.
+
+Simulates ``rows`` patients in ``groups`` hospitals (default 1,000,000 in 10,000),
+
+    logit P(y = 1) = -0.5 + 0.8 x + 0.4 z + u_hospital,   u ~ N(0, 0.7²),
+
+with ``x`` continuous (so no rows collapse) and ``z`` binary, fits it with the default
+settings (4 chains x 1000 draws after 1000 tuning steps), then predicts every row
+(conditional summary) and computes PSIS-LOO, all in chunks within ``predict.BUDGET``.
+Prints the wall time of each step, the estimates against the truth, and the peak resident
+memory of the process (``ru_maxrss``), next to the size a (draws x rows) array would take.
+
+Run: ``python bench/scale.py [--rows 1000000] [--groups 10000] [--draws 1000]``.
+Results are appended to ``bench/results/scale.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import bayesglmm as bg  # noqa: E402
+
+TRUTH = {"Intercept": -0.5, "x": 0.8, "z": 0.4, "sd(Intercept|hospital)": 0.7}
+
+
+def simulate(rows: int, groups: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    hospital = rng.integers(0, groups, rows)
+    x, z = rng.normal(size=rows), rng.integers(0, 2, rows)
+    eta = TRUTH["Intercept"] + TRUTH["x"] * x + TRUTH["z"] * z + rng.normal(0, 0.7, groups)[hospital]
+    y = (rng.random(rows) < 1 / (1 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "z": z, "hospital": hospital.astype(str)})
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: kilobytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--groups", type=int, default=10_000)
+    parser.add_argument("--draws", type=int, default=1000)
+    args = parser.parse_args()
+    df = simulate(args.rows, args.groups)
+    times = {}
+    start = time.perf_counter()
+    model = bg.GLMM("y ~ x + z + (1 | hospital)", df, family="bernoulli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = model.fit(draws=args.draws, tune=1000, random_seed=1, progressbar=False)
+    times["fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = res.predict()
+    times["predict"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = res.loo(pointwise=False)
+    times["loo"] = time.perf_counter() - start
+    s = res.summary().loc[list(TRUTH)]
+    print(f"{args.rows} rows, {args.groups} groups; {res.diagnostics}")
+    print(s[["mean", "sd", "ess_bulk", "r_hat"]].assign(truth=pd.Series(TRUTH)).round(4).to_string())
+    draws_rows_gb = 4 * args.draws * args.rows * 8 / 1024**3
+    print(f"predicted {len(pred)} rows; elpd_loo {float(loo['elpd_loo']):.1f}")
+    print(", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    print(f"peak resident memory {peak_gb():.2f} GB (a draws x rows array would be {draws_rows_gb:.1f} GB)")
+    row = {"rows": args.rows, "groups": args.groups, **{f"{k}_s": v for k, v in times.items()}}
+    row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
+    out = ROOT / "bench" / "results" / "scale.csv"
+    pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main()
