@@ -176,7 +176,7 @@ def prior_predictive(model, draws: int = 1000, random_seed: int | None = None) -
     1, or whose between-group spread of probabilities is near 0.5, says more
     than it was meant to.
     """
-    from .effects import block_variances, latent_residual_variance
+    from .effects import icc_draws
     from .results import GLMMResults
 
     idata = model.sample_prior_predictive(draws=draws, random_seed=random_seed)
@@ -187,12 +187,10 @@ def prior_predictive(model, draws: int = 1000, random_seed: int | None = None) -
     rows = {f"mean response{suffix}": m.mean(axis=-1) for suffix, m in means.items()}
     design = model.design
     for p in range(design.n_predictors if design.blocks else 0):
-        variances = block_variances(prior, predictor=p)
-        total = sum(variances.values())
-        resid = latent_residual_variance(prior, total)
+        shares = icc_draws(prior, predictor=p)
         suffix = f" [{design.predictors[p]}]" if design.predictors else ""
         for block in design.blocks:
-            rows[f"ICC ({block.group}){suffix}"] = variances[block.name] / (total + resid)
+            rows[f"ICC ({block.group}){suffix}"] = shares[block.name]
     for block in design.blocks:
         J = len(block.levels)
         for suffix, m in means.items():

@@ -91,6 +91,14 @@ def latent_residual_variance(res: GLMMResults, total_re: np.ndarray) -> np.ndarr
     return np.broadcast_to(family.latent_variance(link, params, typical), total_re.shape)
 
 
+def icc_draws(res: GLMMResults, at: Mapping[str, Any] | None = None, predictor: int = 0) -> dict[str, np.ndarray]:
+    """Latent-scale ICC of every block (by name), draws (chain, draw); one linear predictor's."""
+    variances = block_variances(res, at, predictor=predictor)
+    total = sum(variances.values())
+    resid = latent_residual_variance(res, total)
+    return {name: v / (total + resid) for name, v in variances.items()}
+
+
 def icc(res: GLMMResults, at: Mapping[str, Any] | None = None, prob: float = 0.94) -> pd.DataFrame:
     """Intraclass correlation per grouping factor on the latent scale.
 
@@ -107,11 +115,8 @@ def icc(res: GLMMResults, at: Mapping[str, Any] | None = None, prob: float = 0.9
         raise ArgumentError("the model has no random effects, so no ICC")
     frames = []
     for p in range(design.n_predictors):
-        variances = block_variances(res, at, predictor=p)
-        total = sum(variances.values())
-        resid = latent_residual_variance(res, total)
-        shares = np.stack([variances[b.name] / (total + resid) for b in design.blocks], axis=-1)
-        s = stats.summarize(shares, prob, diagnostics=False)
+        shares = icc_draws(res, at, predictor=p)
+        s = stats.summarize(np.stack([shares[b.name] for b in design.blocks], axis=-1), prob, diagnostics=False)
         frame = pd.DataFrame({"group": [b.group for b in design.blocks], **{k: s[k] for k in SUMMARY}})
         if design.predictors:
             frame.insert(1, "category", design.predictors[p])

@@ -321,14 +321,25 @@ def predict_draws(
     re_quantile=None,
 ):
     """Posterior draws of the prediction, shape (chain, draw, row)."""
-    if kind not in KINDS:
-        raise ArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    args = (kind, re_formula, allow_new_levels, random_seed, marginal, re_quantile)
+    return _draws(res, newdata, *args, level_seed=_seed(random_seed))
+
+
+def _check_newdata(newdata) -> None:
     if newdata is not None and not isinstance(newdata, pd.DataFrame):
         raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+
+
+def _draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, marginal, re_quantile, level_seed):
+    """:func:`predict_draws`, with new levels' effects seeded by ``level_seed`` and
+    response draws and quadrature nodes by ``random_seed``."""
+    if kind not in KINDS:
+        raise ArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    _check_newdata(newdata)
     if not isinstance(marginal, bool):
         raise ArgumentError(f"marginal must be True or False, got {marginal!r}")
     design = res.model.design
-    seed = _seed(random_seed)
+    seed = level_seed
     if marginal and re_formula is None:
         re_formula = "~0"  # population-averaged over every random effect
     keep = kept_terms(design, re_formula)
@@ -404,9 +415,8 @@ def predict(
     args = (kind, re_formula, allow_new_levels)
     if not summary:
         return predict_draws(res, newdata, *args, random_seed, marginal, re_quantile)
+    _check_newdata(newdata)
     frame = res.model.design.data if newdata is None else newdata
-    if not isinstance(frame, pd.DataFrame):
-        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(frame).__name__}")
     chunks = row_chunks(res, len(frame))
     if len(chunks) == 1:
         return _summary(res, predict_draws(res, newdata, *args, random_seed, marginal, re_quantile), frame, kind, prob)
@@ -417,7 +427,8 @@ def predict(
     for c, rows in enumerate(chunks):
         sub = frame.iloc[rows]
         chunk_seed = int(np.random.SeedSequence([seed, c]).generate_state(1)[0])
-        draws = predict_draws(res, sub, *args, seed if kind != "response" else chunk_seed, marginal, re_quantile)
+        draw_seed = chunk_seed if kind == "response" else seed  # quadrature nodes: the same in every chunk
+        draws = _draws(res, sub, *args, draw_seed, marginal, re_quantile, level_seed=seed)
         parts.append(_summary(res, draws, sub, kind, prob))
     return pd.concat(parts)
 
