@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc", "numpyro"])
+    parser.add_argument("--sampler", default="auto", choices=["auto", "nutpie", "pymc", "numpyro"])
     args = parser.parse_args(argv)
 
     df = datasets.load("contraception")

@@ -237,6 +237,39 @@ class Gaussian(Family):
         return sigma2
 
 
+def _bernoulli_logit_logp(value, eta):
+    return value * eta - pt.softplus(eta)
+
+
+def _bernoulli_logit_random(eta, rng=None, size=None):
+    return rng.binomial(1, special.expit(eta), size=size)
+
+
+def _binomial_logit_logp(value, eta, n):
+    log_choose = pt.gammaln(n + 1) - pt.gammaln(value + 1) - pt.gammaln(n - value + 1)
+    return value * eta - n * pt.softplus(eta) + log_choose
+
+
+def _binomial_logit_random(eta, n, rng=None, size=None):
+    return rng.binomial(n, special.expit(eta), size=size)
+
+
+def logit_likelihood(name, eta, observed, trials=None):
+    """Bernoulli or binomial response on the logit scale, with a lean log-density.
+
+    ``y η - n log(1 + e^η) (+ log C(n, y))``: the same density as PyMC's
+    ``Bernoulli``/``Binomial(logit_p=η)``, without their parameter checks
+    (η is unbounded, the response is checked before the model is built) and
+    without forming p.  Its gradient ``y - n σ(η)`` costs one sigmoid per row:
+    logp and gradient take about half the time of PyMC's (``bench/``).
+    """
+    if trials is None:
+        params, logp, random, signature = (eta,), _bernoulli_logit_logp, _bernoulli_logit_random, "()->()"
+    else:
+        params, logp, random, signature = (eta, trials), _binomial_logit_logp, _binomial_logit_random, "(),()->()"
+    return pm.CustomDist(name, *params, logp=logp, random=random, signature=signature, observed=observed, dtype="int64")
+
+
 _BINARY_LINK_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
 
 
@@ -263,7 +296,7 @@ class Bernoulli(Family):
 
     def likelihood(self, name, eta, link, params, observed, trials):
         if link.name == "logit":
-            return pm.Bernoulli(name, logit_p=eta, observed=observed, shape=eta.shape)
+            return logit_likelihood(name, eta, observed)
         return pm.Bernoulli(name, p=link.inverse(eta), observed=observed, shape=eta.shape)
 
     def variance(self, mean, params, trials=None):
@@ -300,7 +333,7 @@ class Binomial(Bernoulli):
 
     def likelihood(self, name, eta, link, params, observed, trials):
         if link.name == "logit":
-            return pm.Binomial(name, n=trials, logit_p=eta, observed=observed, shape=eta.shape)
+            return logit_likelihood(name, eta, observed, trials)
         return pm.Binomial(name, n=trials, p=link.inverse(eta), observed=observed, shape=eta.shape)
 
 

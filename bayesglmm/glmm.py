@@ -153,7 +153,7 @@ class GLMM:
         cores: int | None = None,
         target_accept: float = 0.95,
         random_seed: int | None = None,
-        sampler: str = "nutpie",
+        sampler: str = "auto",
         progressbar: bool = True,
         marginalize: bool | str = "auto",
         reduce: bool = True,
@@ -172,9 +172,14 @@ class GLMM:
         random_seed : int, optional
             Makes the fit reproducible; when omitted one is drawn and stored
             in ``res.idata.attrs["random_seed"]``.
-        sampler : {"nutpie", "pymc", "numpyro"}
-            NUTS implementation: nutpie (compiled with numba, the default),
-            PyMC's own, or NumPyro/JAX (``pip install 'bayesglmm[fast]'``).
+        sampler : {"auto", "nutpie", "pymc", "numpyro"}
+            NUTS implementation: nutpie (compiled with numba), PyMC's own, or
+            NumPyro/JAX (``pip install 'bayesglmm[fast]'``).  ``"auto"`` takes
+            PyMC's for small models, where nutpie's 10-25 s of compilation
+            would dominate, and nutpie from 30,000 rows × linear-predictor
+            columns or 250 sampled random effects on
+            (:func:`bayesglmm.fit.choose_sampler`); the choice is recorded in
+            ``res.idata.attrs["sampler"]``.
         progressbar : bool
         marginalize : {"auto", True, False}
             Gaussian models (identity link): integrate the random effects out

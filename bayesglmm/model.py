@@ -96,10 +96,11 @@ def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt
 
 
 def _block_scale(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
-    """Add a block's SDs (and LKJ correlation); return its k × k scale factor ``L``.
+    """Add a block's SDs (and LKJ correlation); return its scale factor ``L``.
 
-    The block's covariance is ``L Lᵀ``: the Cholesky factor of one
-    ``LKJCholeskyCov`` for a correlated block, ``diag(sd)`` otherwise.
+    The block's covariance is ``L Lᵀ``: ``L`` is the k × k Cholesky factor of
+    one ``LKJCholeskyCov`` for a correlated block, the vector of SDs (``L =
+    diag(sd)``) otherwise.
     """
     dist, params = stack(list(priors.sd[block.name]), f"sd of group {block.group!r}")
     if block.correlated:
@@ -114,15 +115,25 @@ def _block_scale(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
         pm.Deterministic(f"sd_{block.name}", stds, dims=term_dim(block))
         pm.Deterministic(f"cor_{block.name}", corr, dims=(term_dim(block), term_dim(block) + "_bis"))
         return chol
-    return pt.diag(to_rv(f"sd_{block.name}", dist, params, dims=term_dim(block)))
+    return to_rv(f"sd_{block.name}", dist, params, dims=term_dim(block))
+
+
+def _as_matrix(scale: pt.TensorVariable) -> pt.TensorVariable:
+    """The k × k factor ``L`` of a block's scale (``diag(sd)`` for a vector of SDs)."""
+    return pt.diag(scale) if scale.ndim == 1 else scale
 
 
 def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
-    """Add one random-effect block; return its (J, k) matrix of effects."""
+    """Add one random-effect block; return its (J, k) matrix of effects ``r = z Lᵀ``.
+
+    ``z * sd`` for independent terms, not ``z * diagonal(diag(sd))``: through
+    the latter PyTensor's gradient computes each scatter-add of eta's
+    gradient (``_block_eta``) twice.
+    """
     dims = (block.group, term_dim(block))
     z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
     scale = _block_scale(block, priors)
-    effects = z * pt.diagonal(scale) if not block.correlated else pt.dot(z, scale.T)
+    effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
     return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
 
 
@@ -142,8 +153,9 @@ def _block_eta(block: GroupBlock, effects, idx, Z, m: int) -> pt.TensorVariable:
 
     Effects are gathered one term (column) at a time, ``effects[:, t][idx]``,
     whose gradient is a one-dimensional scatter-add: in the compiled back ends
-    it is several times faster than gathering rows, ``effects[idx]``.  ``Z`` is
-    None for a block of intercepts.
+    it is several times faster than gathering rows, ``effects[idx]``.  The
+    gradients of ``z`` and the SDs then follow at the level of groups, not
+    rows.  ``Z`` is None for a block of intercepts.
     """
     cols = [effects[:, t][idx] if Z is None else effects[:, t][idx] * Z[:, t] for t in range(len(block.terms))]
     if m == 1:
@@ -164,7 +176,7 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
     the model has the same fixed effects, SDs, correlations and ``sigma``, a
     ``Potential`` for the marginal likelihood and no ``y``, ``eta`` or ``mu``.
     """
-    with pm.Model(coords=coords_of(design)) as model:
+    with pm.Model(coords=coords_of(design), check_bounds=False) as model:
         observed = pm.Data("_y", design.y)
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
         fixed_eta, shift = _fixed_part(design, priors)
@@ -173,7 +185,7 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
         if design.offset is not None:
             eta = eta + pm.Data("offset", design.offset)
         if marginal:
-            scales = {block.name: _block_scale(block, priors) for block in design.blocks}
+            scales = {block.name: _as_matrix(_block_scale(block, priors)) for block in design.blocks}
             params = family.add_parameters(priors.aux, link, shift)
             add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
             return model

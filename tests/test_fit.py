@@ -144,7 +144,25 @@ def test_short_run_warns_naming_parameters(data):
         model.fit(random_seed=1, **dict(SHORT, draws=40, tune=40))
 
 
-@pytest.mark.parametrize("sampler", ["pymc", "numpyro"])
+@pytest.mark.parametrize(
+    ("rows", "columns", "effects", "chosen"),
+    [
+        (56, 5, 15, "pymc"),
+        (1934, 8, 120, "pymc"),
+        (403, 7, 584, "nutpie"),
+        (7584, 8, 340, "nutpie"),
+        (10**6, 2, 0, "nutpie"),
+    ],
+)
+def test_auto_sampler_by_size(rows, columns, effects, chosen):
+    from bayesglmm.fit import choose_sampler, make_config
+
+    cfg = choose_sampler(make_config(random_seed=1), rows, columns, effects)
+    assert cfg.sampler == chosen
+    assert choose_sampler(make_config(random_seed=1, sampler="numpyro"), rows, columns, effects).sampler == "numpyro"
+
+
+@pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
 def test_other_samplers(data, sampler):
     if sampler == "numpyro":
         pytest.importorskip("numpyro")
