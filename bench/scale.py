@@ -76,7 +76,11 @@ def main() -> None:
     print(f"predicted {len(pred)} rows; elpd_loo {float(loo['elpd_loo']):.1f}")
     print(", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"peak resident memory {peak_gb():.2f} GB (a draws x rows array would be {draws_rows_gb:.1f} GB)")
-    row = {"rows": args.rows, "groups": args.groups, **{f"{k}_s": v for k, v in times.items()}}
+    stats = res.idata.sample_stats
+    steps = float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan")
+    print(f"sampler {res.idata.attrs['sampler']}, {steps:.1f} leapfrog steps per draw")
+    row = {"rows": args.rows, "groups": args.groups, "draws": args.draws, "leapfrog_steps": steps}
+    row.update({f"{k}_s": v for k, v in times.items()})
     row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / "scale.csv"
     pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
