@@ -339,13 +339,12 @@ def _draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, margin
     if not isinstance(marginal, bool):
         raise ArgumentError(f"marginal must be True or False, got {marginal!r}")
     design = res.model.design
-    seed = level_seed
     if marginal and re_formula is None:
         re_formula = "~0"  # population-averaged over every random effect
     keep = kept_terms(design, re_formula)
     pinned = _pinned_blocks(design, keep, marginal, re_quantile)
     if not pinned:
-        updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, seed)
+        updates, posterior, dims = _prepare(res, newdata, keep, pinned, allow_new_levels, level_seed)
         draws = _evaluate(res, posterior, updates, dims, KINDS[kind], random_seed)
         return res.model.family.decode(draws) if kind == "response" else draws
     if kind == "response":
@@ -354,7 +353,7 @@ def _draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, margin
             "or allow_new_levels=True with new group labels to draw responses for new groups"
         )
     frame = design.data if newdata is None else newdata
-    mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, seed, random_seed)
+    mean = _pinned_draws(res, frame, keep, pinned, allow_new_levels, level_seed, random_seed)
     if kind == "link":
         if mean.ndim == 4:
             raise ArgumentError("kind='link' of averaged category probabilities is not defined; use kind='mean'")
