@@ -191,7 +191,8 @@ def sample(
     same posterior: the model with gaussian random effects integrated out (the
     effects are then drawn from their exact conditional posterior, see
     :func:`~bayesglmm.marginal.complete_posterior`), or the model of the
-    collapsed rows (:mod:`bayesglmm.reduction`).  Either way the posterior is
+    collapsed rows (:mod:`bayesglmm.reduction`), with random effects partially
+    centred (:mod:`bayesglmm.parameterization`).  Either way the posterior is
     completed to that of ``model`` and holds exactly its variables; the
     log-likelihood is that of ``model``, one value per original row.
     """
@@ -225,7 +226,8 @@ def sample(
             "target_accept": cfg.target_accept,
             "marginalized": int(marginal),
             "log_likelihood": "stored" if stored else "on demand",
-            "collapsed_rows": _rows(target) if target is not model and not marginal else 0,
+            "collapsed_rows": _rows(target) if _rows(target) < _rows(model) and not marginal else 0,
+            "centred_blocks": ",".join(v.name[2:] for v in target.free_RVs if v.name.startswith("w_")),
         }
     )
     return idata

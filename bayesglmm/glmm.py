@@ -24,6 +24,7 @@ from .fit import make_config, sample
 from .formula import parse_formula
 from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
+from .parameterization import centring
 from .priors import Prior, prior_table, resolve
 from .reduction import collapse
 from .results import GLMMResults
@@ -82,7 +83,7 @@ class GLMM:
         self.na_action = na_action
         self._pymc_model: pm.Model | None = None
         self._marginal_model: pm.Model | None = None
-        self._collapsed: tuple | None = None
+        self._sampling_models: dict[tuple[bool, bool], pm.Model] = {}
 
     @property
     def pymc_model(self) -> pm.Model:
@@ -97,12 +98,24 @@ class GLMM:
             self._marginal_model = build_model(self.design, self.family, self.link, self.priors, marginal=True)
         return self._marginal_model
 
-    def _collapsed_model(self) -> pm.Model | None:
-        """The model of the collapsed identical rows (:mod:`bayesglmm.reduction`), if it pays."""
-        if self._collapsed is None:
-            found = collapse(self.design, self.family)
-            self._collapsed = (None,) if found is None else (build_model(found[0], found[1], self.link, self.priors),)
-        return self._collapsed[0]
+    def sampling_model(self, reduce: bool = True, centre: bool = True) -> pm.Model:
+        """The model NUTS samples when the random effects are not integrated out.
+
+        It has the posterior of :attr:`pymc_model`; it may hold the collapsed
+        identical rows (``reduce``, :mod:`bayesglmm.reduction`) and partially
+        centred random effects (``centre``, :mod:`bayesglmm.parameterization`).
+        Without either it is :attr:`pymc_model` itself.
+        """
+        key = (reduce, centre)
+        if key not in self._sampling_models:
+            found = collapse(self.design, self.family) if reduce else None
+            weights = centring(self.design, self.family, self.link, self.priors) if centre else {}
+            if found is None and not weights:
+                self._sampling_models[key] = self.pymc_model
+            else:
+                design, family = found or (self.design, self.family)
+                self._sampling_models[key] = build_model(design, family, self.link, self.priors, centring=weights)
+        return self._sampling_models[key]
 
     def _use_marginal(self, marginalize: bool | str) -> bool:
         """Resolve ``fit(marginalize=...)``."""
@@ -157,6 +170,7 @@ class GLMM:
         progressbar: bool = True,
         marginalize: bool | str = "auto",
         reduce: bool = True,
+        centre: bool = True,
     ) -> GLMMResults:
         """Sample the posterior with NUTS.
 
@@ -197,6 +211,12 @@ class GLMM:
             responses, when that removes at least 20 % of the rows
             (:mod:`bayesglmm.reduction`).  The posterior is the same; the
             log-likelihood stays one value per original row.
+        centre : bool
+            Sample independent random effects partially centred, each level as
+            far as the data inform it, random intercepts anchored on the
+            intercept (:mod:`bayesglmm.parameterization`).  The posterior is
+            the same; with well-informed levels the SDs and the intercept mix
+            far better.  ``False`` samples every effect non-centred.
 
         Returns
         -------
@@ -206,11 +226,11 @@ class GLMM:
             saturated tree depth.
         """
         cfg = make_config(draws, tune, chains, cores, target_accept, random_seed, sampler, progressbar)
-        if not isinstance(reduce, bool):
-            raise FitArgumentError(f"reduce must be True or False, got {reduce!r}")
-        target = self.marginal_model() if self._use_marginal(marginalize) else None
-        if target is None and reduce:
-            target = self._collapsed_model()
+        for name, value in (("reduce", reduce), ("centre", centre)):
+            if not isinstance(value, bool):
+                raise FitArgumentError(f"{name} must be True or False, got {value!r}")
+        marginal = self._use_marginal(marginalize)
+        target = self.marginal_model() if marginal else self.sampling_model(reduce, centre)
         idata = sample(self.pymc_model, cfg, target, self.design)
         return GLMMResults(self, idata)
 

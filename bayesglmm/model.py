@@ -8,6 +8,9 @@ Parameterisation (what makes real data sample well by default):
   location-scale families);
 * random effects are non-centred: ``r = z · diag(sd)`` or ``r = z · Lᵀ`` with
   ``L`` the Cholesky factor of one ``LKJCholeskyCov`` per correlated block;
+  the model NUTS samples may centre independent blocks partially, level by
+  level, as far as the data inform each level
+  (:mod:`bayesglmm.parameterization`); predictions use this non-centred model;
 * each block enters the linear predictor through an integer group index and
   its small ``Z`` (n × k); no dense n × (J·k) matrix is built.
 
@@ -18,6 +21,8 @@ and reuse this graph.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
@@ -25,6 +30,7 @@ import pytensor.tensor as pt
 from .design import Design, GroupBlock
 from .families import Family, Link
 from .marginal import add_marginal_likelihood
+from .parameterization import level_covariates
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
 OBSERVED = "y"
@@ -54,8 +60,9 @@ def _combine(X, coef, predictor: tuple[int, ...], m: int) -> pt.TensorVariable:
     return pt.dot(X, coef[:, None] * np.eye(m)[list(predictor)])
 
 
-def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt.TensorVariable]:
-    """Add fixed effects; return their contribution to eta and the centring shift ``center·b``.
+def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt.TensorVariable, list]:
+    """Add fixed effects; return their contribution to eta, the centring shift ``center·b``
+    and ``[intercept, coefficients of the standardized slopes]`` (None where absent).
 
     With several linear predictors (categorical) both have one column per predictor.
     """
@@ -64,6 +71,7 @@ def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt
     slope_predictor = tuple(fixed.predictor[j] for j in slopes) if fixed.predictor else ()
     eta = 0.0
     parts, order = [], []
+    internal = [None, None]
     if slopes.size:
         X = pm.Data("X", fixed.standardized(fixed.X))
         by_dist: dict[str, list[int]] = {}
@@ -77,6 +85,7 @@ def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt
             order.extend(positions)
         b_scaled = pt.concatenate(parts)[np.argsort(order)] if len(parts) > 1 else parts[0]
         eta = eta + _combine(X, b_scaled, slope_predictor, m)
+        internal[1] = b_scaled
         b = b_scaled / fixed.scale[slopes]
     values = [None] * len(fixed.labels)
     for k, j in enumerate(slopes):
@@ -88,11 +97,12 @@ def _fixed_part(design: Design, priors: PriorSet) -> tuple[pt.TensorVariable, pt
     if fixed.has_intercept:
         a = to_pymc("Intercept_centered", priors.intercept, **({"shape": m} if m > 1 else {}))
         eta = eta + a
+        internal[0] = a
         for p, j in enumerate(fixed.intercept_columns):
             values[j] = a - shift if m == 1 else a[p] - shift[p]
     if values:
         pm.Deterministic("fixef", pt.stack(values), dims="fixef__term")
-    return eta, shift
+    return eta, shift, internal
 
 
 def _block_scale(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
@@ -123,25 +133,63 @@ def _as_matrix(scale: pt.TensorVariable) -> pt.TensorVariable:
     return pt.diag(scale) if scale.ndim == 1 else scale
 
 
-def _block_effects(block: GroupBlock, priors: PriorSet) -> pt.TensorVariable:
+def _block_effects(
+    block: GroupBlock, priors: PriorSet, centring: np.ndarray | None = None, anchor=0.0
+) -> pt.TensorVariable:
     """Add one random-effect block; return its (J, k) matrix of effects ``r = z Lᵀ``.
 
     ``z * sd`` for independent terms, not ``z * diagonal(diag(sd))``: through
     the latter PyTensor's gradient computes each scatter-add of eta's
-    gradient (``_block_eta``) twice.
+    gradient (``_block_eta``) twice.  With ``centring`` weights ``c`` (J, k),
+    an independent block is sampled partially centred (see
+    :mod:`bayesglmm.parameterization`), its random intercepts anchored on
+    ``anchor`` (J, k: the intercept plus group-level covariates, 0 for
+    other terms); ``z = r / sd`` is then a deterministic.
     """
     dims = (block.group, term_dim(block))
-    z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
+    if centring is None:
+        z = pm.Normal(f"z_{block.name}", 0.0, 1.0, dims=dims)
+        scale = _block_scale(block, priors)
+        effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
+        return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     scale = _block_scale(block, priors)
-    effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
+    anchor = centring * anchor
+    w = pm.Normal(f"w_{block.name}", anchor, scale**centring, dims=dims)
+    effects = (w - anchor) * scale ** (1.0 - centring)
+    pm.Deterministic(f"z_{block.name}", effects / scale, dims=dims)
     return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
 
 
-def _random_part(design: Design, priors: PriorSet) -> pt.TensorVariable:
+def _anchors(design: Design, centring: Mapping[str, np.ndarray], internal: list) -> dict[str, pt.TensorVariable]:
+    """Per centred block with random intercepts, the (J, k) means its effects are anchored on.
+
+    The intercept column gets ``α + x_j β`` (intercept plus the group-level
+    covariates of :func:`~bayesglmm.parameterization.level_covariates`, on the
+    internal standardized scale), the other terms 0.
+    """
+    intercept, coef = internal
+    anchors = {}
+    X = design.fixed.standardized(design.fixed.X) if coef is not None else None
+    for block in design.blocks:
+        if block.name not in centring or intercept is None or "Intercept" not in block.terms:
+            continue
+        mean = intercept
+        if X is not None:
+            cols, values = level_covariates(block, X)
+            if cols.size:
+                mean = mean + pt.dot(values, coef[cols])
+        mask = (np.array(block.terms) == "Intercept").astype(float)
+        anchors[block.name] = (pt.ones(len(block.levels)) * mean)[:, None] * mask
+    return anchors
+
+
+def _random_part(
+    design: Design, priors: PriorSet, centring: Mapping[str, np.ndarray], anchors: Mapping[str, pt.TensorVariable]
+) -> pt.TensorVariable:
     """Add every random-effect block; return their contribution to eta."""
     eta = 0.0
     for block in design.blocks:
-        effects = _block_effects(block, priors)
+        effects = _block_effects(block, priors, centring.get(block.name), anchors.get(block.name, 0.0))
         idx = pm.Data(f"idx_{block.name}", block.idx)
         Z = None if block.intercept_only else pm.Data(f"Z_{block.name}", block.Z)
         eta = eta + _block_eta(block, effects, idx, Z, design.n_predictors)
@@ -163,7 +211,14 @@ def _block_eta(block: GroupBlock, effects, idx, Z, m: int) -> pt.TensorVariable:
     return pt.stack([sum(c for c, p in zip(cols, block.predictor) if p == q) for q in range(m)], axis=1)
 
 
-def build_model(design: Design, family: Family, link: Link, priors: PriorSet, marginal: bool = False) -> pm.Model:
+def build_model(
+    design: Design,
+    family: Family,
+    link: Link,
+    priors: PriorSet,
+    marginal: bool = False,
+    centring: Mapping[str, np.ndarray] | None = None,
+) -> pm.Model:
     """The PyMC model of a GLMM.
 
     Named variables: ``fixef`` (user scale), per block ``sd_<block>``,
@@ -175,11 +230,15 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
     integrated out of the likelihood exactly (see :mod:`bayesglmm.marginal`):
     the model has the same fixed effects, SDs, correlations and ``sigma``, a
     ``Potential`` for the marginal likelihood and no ``y``, ``eta`` or ``mu``.
+
+    ``centring`` maps blocks to their centring weights
+    (:mod:`bayesglmm.parameterization`); a block not in it is non-centred,
+    with ``z_<block>`` the sampled standard-normal draws.
     """
     with pm.Model(coords=coords_of(design), check_bounds=False) as model:
         observed = pm.Data("_y", design.y)
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
-        fixed_eta, shift = _fixed_part(design, priors)
+        fixed_eta, shift, internal = _fixed_part(design, priors)
         m = design.n_predictors
         eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
         if design.offset is not None:
@@ -189,7 +248,8 @@ def build_model(design: Design, family: Family, link: Link, priors: PriorSet, ma
             params = family.add_parameters(priors.aux, link, shift)
             add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
             return model
-        eta = pm.Deterministic("eta", eta + _random_part(design, priors))
+        anchors = _anchors(design, centring or {}, internal) if m == 1 else {}
+        eta = pm.Deterministic("eta", eta + _random_part(design, priors, centring or {}, anchors))
         params = family.add_parameters(priors.aux, link, shift)
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)

@@ -5,12 +5,12 @@ Simulates ``rows`` patients in ``groups`` hospitals (default 1,000,000 in 10,000
     logit P(y = 1) = -0.5 + 0.8 x + 0.4 z + u_hospital,   u ~ N(0, 0.7²),
 
 with ``x`` continuous (so no rows collapse) and ``z`` binary, fits it with the default
-settings (4 chains x 1000 draws after 1000 tuning steps), then predicts every row
+settings (4 chains x 1000 draws after 1000 tuning steps unless told otherwise), then predicts every row
 (conditional summary) and computes PSIS-LOO, all in chunks within ``predict.BUDGET``.
 Prints the wall time of each step, the estimates against the truth, and the peak resident
 memory of the process (``ru_maxrss``), next to the size a (draws x rows) array would take.
 
-Run: ``python bench/scale.py [--rows 1000000] [--groups 10000] [--draws 1000]``.
+Run: ``python bench/scale.py [--rows 1000000] [--groups 10000] [--draws 1000] [--tune 1000]``.
 Results are appended to ``bench/results/scale.csv``.
 """
 
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--groups", type=int, default=10_000)
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
     args = parser.parse_args()
     df = simulate(args.rows, args.groups)
     times = {}
@@ -59,7 +60,7 @@ def main() -> None:
     model = bg.GLMM("y ~ x + z + (1 | hospital)", df, family="bernoulli")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        res = model.fit(draws=args.draws, tune=1000, random_seed=1, progressbar=False)
+        res = model.fit(draws=args.draws, tune=args.tune, random_seed=1, progressbar=False)
     times["fit"] = time.perf_counter() - start
     start = time.perf_counter()
     pred = res.predict()
@@ -79,7 +80,8 @@ def main() -> None:
     stats = res.idata.sample_stats
     steps = float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan")
     print(f"sampler {res.idata.attrs['sampler']}, {steps:.1f} leapfrog steps per draw")
-    row = {"rows": args.rows, "groups": args.groups, "draws": args.draws, "leapfrog_steps": steps}
+    row = {"rows": args.rows, "groups": args.groups, "draws": args.draws, "tune": args.tune, "leapfrog_steps": steps}
+    row["centred"] = res.idata.attrs.get("centred_blocks", "")
     row.update({f"{k}_s": v for k, v in times.items()})
     row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / "scale.csv"

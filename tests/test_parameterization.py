@@ -1,0 +1,110 @@
+"""Partially centred random effects: the weights, the anchors, the same posterior."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesglmm as bg
+from bayesglmm.parameterization import centring, level_covariates
+
+
+def _frame(seed=3, groups=40):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 60, groups)
+    g = np.repeat(np.arange(groups), sizes)
+    school_ses = rng.normal(size=groups)
+    x = rng.normal(size=g.size)
+    eta = -0.3 + 0.5 * x + 0.6 * school_ses[g] + rng.normal(0, 0.8, groups)[g]
+    return pd.DataFrame(
+        {
+            "y": rng.binomial(1, 1 / (1 + np.exp(-eta))),
+            "count": rng.poisson(np.exp(eta)),
+            "x": x,
+            "ses": school_ses[g],
+            "school": g.astype(str),
+            "pupil": np.arange(g.size).astype(str),
+            "class": (g * 2 + rng.integers(0, 2, g.size)).astype(str),
+        }
+    )
+
+
+def test_weights_follow_the_information_of_each_level():
+    df = _frame()
+    model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
+    (block,) = model.design.blocks
+    c = centring(model.design, model.family, model.link, model.priors)[block.name][:, 0]
+    p = df["y"].mean()
+    sizes = df.groupby("school").size().reindex(list(block.levels)).to_numpy()
+    rho = sizes * p * (1 - p) * 1.0**2  # the SD's default prior has mean 1 on the logit scale
+    np.testing.assert_allclose(c, rho / (1 + rho))
+    assert c[np.argmax(sizes)] > c[np.argmin(sizes)]
+
+
+def test_rule_leaves_nested_correlated_and_other_families_non_centred():
+    df = _frame()
+    nested = bg.GLMM("count ~ x + (1 | school) + (1 | class)", df, family="poisson")
+    assert centring(nested.design, nested.family, nested.link, nested.priors) == {}
+    correlated = bg.GLMM("y ~ x + (1 + x | school)", df, family="bernoulli")
+    assert centring(correlated.design, correlated.family, correlated.link, correlated.priors) == {}
+    probit = bg.GLMM("y ~ x + (1 | school)", df, family="bernoulli", link="probit")
+    assert centring(probit.design, probit.family, probit.link, probit.priors) == {}
+    assert probit.sampling_model() is probit.pymc_model
+    independent = bg.GLMM("y ~ x + (1 + x || school)", df, family="bernoulli")
+    weights = centring(independent.design, independent.family, independent.link, independent.priors)
+    assert [w.shape for w in weights.values()] == [(40, 2)]
+
+
+def test_level_covariates_are_the_columns_constant_within_levels():
+    df = _frame()
+    model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
+    fixed = model.design.fixed
+    X = fixed.standardized(fixed.X)
+    cols, values = level_covariates(model.design.blocks[0], X)
+    labels = [fixed.labels[j] for j in fixed.slope_columns]
+    assert [labels[c] for c in cols] == ["ses"]
+    first = df.groupby("school", sort=False)["ses"].first().reindex(list(model.design.blocks[0].levels))
+    np.testing.assert_allclose(values[:, 0], (first.to_numpy() - fixed.center[2]) / fixed.scale[2])
+
+
+@pytest.mark.parametrize(
+    ("formula", "family"),
+    [("y ~ x + ses + (1 | school)", "bernoulli"), ("count ~ x + (1 + x || school)", "poisson")],
+)
+def test_sampling_model_has_the_same_posterior(formula, family):
+    """logp(w) = logp(z(w)) + log|dz/dw|, with dz/dw = sd^(-c): one density, two coordinates."""
+    model = bg.GLMM(formula, _frame(), family=family)
+    full, target = model.pymc_model, model.sampling_model(reduce=False)
+    (block,) = model.design.blocks
+    c = centring(model.design, model.family, model.link, model.priors)[block.name]
+    assert f"w_{block.name}" in {v.name for v in target.free_RVs}
+    logp_full, logp_target = full.compile_logp(), target.compile_logp()
+    (z_graph,) = target.replace_rvs_by_values([target[f"z_{block.name}"]])
+    z_of = target.compile_fn(z_graph, inputs=target.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in target.initial_point().items()}
+        full_point = {k: v for k, v in point.items() if not k.startswith("w_")}
+        full_point[f"z_{block.name}"] = z_of(point)
+        log_sd = point[f"sd_{block.name}_log__"]
+        jacobian = -np.sum(c * log_sd)
+        np.testing.assert_allclose(logp_target(point), logp_full(full_point) + jacobian, rtol=1e-10)
+
+
+@pytest.mark.sampling
+def test_centred_fit_stores_the_non_centred_variables():
+    df = _frame()
+    model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
+    short = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = model.fit(**short)
+    post = res.idata.posterior
+    assert res.idata.attrs["centred_blocks"] == model.design.blocks[0].name
+    assert {"z_school", "r_school"} <= set(post.data_vars) and "w_school" not in post
+    # z is r / sd in every draw, so predictions through the non-centred graph see the same effects
+    np.testing.assert_allclose(post["z_school"] * post["sd_school"], post["r_school"], rtol=1e-10)
+    assert res.predict().shape[0] == len(df)
+    with pytest.raises(bg.FitArgumentError, match="centre must be True or False"):
+        model.fit(centre="yes")
