@@ -25,11 +25,15 @@ the mean of the SD's prior (a priori guess).  Anchoring the random intercepts on
 effects are otherwise almost collinear, and NUTS with a diagonal mass matrix
 mixes the intercept slowly.
 
-Where the rule does not apply, ``c = 0`` (the non-centred form of earlier
-versions): correlated blocks, other families and links, models with several
-linear predictors, and factors nested in (or containing, or equal to) another
-grouping factor of the model — there a level's information passes through the
-other factor's effects, which ``I_j`` ignores.
+The rule applies to a model only when it applies to every block; otherwise all
+blocks stay non-centred (``c = 0``, the form of earlier versions).  It does not
+apply to correlated blocks, other families and links, models with several linear
+predictors, or factors nested in (or containing, or equal to) another grouping
+factor of the model: there a level's information passes through the other
+factor's effects, which ``I_j`` ignores.  Mixing the forms was measured once and
+hurt: on InstEval (students centred; lecturers and departments, nested, not) the
+intercept's ESS fell to 72 anchored, and sd(dept)'s to 166 (R-hat 1.024)
+unanchored, against 333 (R-hat 1.009) all non-centred.
 """
 
 from __future__ import annotations
@@ -96,15 +100,13 @@ def block_weights(block: GroupBlock, priors: PriorSet, weights: np.ndarray) -> n
 
 
 def centring(design: Design, family: Family, link: Link, priors: PriorSet) -> Mapping[str, np.ndarray]:
-    """Centring weights ``c`` (J, k) of the blocks the rule applies to (others: none)."""
+    """Centring weights ``c`` (J, k) of every block, or none when the rule misses one."""
     weights = working_weights(design, family, link)
     if weights is None:
         return {}
-    return {
-        block.name: block_weights(block, priors, weights)
-        for block in design.blocks
-        if not block.correlated and not _nested_with_another(block, design)
-    }
+    if any(block.correlated or _nested_with_another(block, design) for block in design.blocks):
+        return {}
+    return {block.name: block_weights(block, priors, weights) for block in design.blocks}
 
 
 def level_covariates(block: GroupBlock, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from pytensor.graph.basic import ancestors
 
 import bayesglmm as bg
 from bayesglmm.parameterization import centring, level_covariates
@@ -26,6 +27,7 @@ def _frame(seed=3, groups=40):
             "school": g.astype(str),
             "pupil": np.arange(g.size).astype(str),
             "class": (g * 2 + rng.integers(0, 2, g.size)).astype(str),
+            "rater": rng.integers(0, 10, g.size).astype(str),
         }
     )
 
@@ -108,3 +110,19 @@ def test_centred_fit_stores_the_non_centred_variables():
     assert res.predict().shape[0] == len(df)
     with pytest.raises(bg.FitArgumentError, match="centre must be True or False"):
         model.fit(centre="yes")
+
+
+def test_models_mixing_eligible_and_other_blocks_stay_non_centred():
+    df = _frame()
+    mixed = bg.GLMM("y ~ x + (1 | school) + (1 + x | rater)", df, family="bernoulli")  # rater: correlated
+    assert centring(mixed.design, mixed.family, mixed.link, mixed.priors) == {}
+    assert mixed.sampling_model(reduce=False) is mixed.pymc_model
+    crossed = bg.GLMM("y ~ x + (1 | school) + (1 | rater)", df, family="bernoulli")
+    assert list(centring(crossed.design, crossed.family, crossed.link, crossed.priors)) == ["school", "rater"]
+    model = crossed.sampling_model(reduce=False)
+    assert all(_depends_on(model[f"w_{g}"], model["Intercept_centered"]) for g in ("school", "rater"))
+
+
+def _depends_on(rv, other) -> bool:
+    """Whether ``other`` is among the ancestors of ``rv``'s parameters (its mean, here)."""
+    return other in set(ancestors(rv.owner.inputs[2:]))
