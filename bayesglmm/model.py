@@ -168,16 +168,22 @@ def _anchors(design: Design, centring: Mapping[str, np.ndarray], internal: list)
     internal standardized scale), the other terms 0.
     """
     intercept, coef = internal
+    fixed = design.fixed
+    slopes = fixed.slope_columns
     anchors = {}
-    X = design.fixed.standardized(design.fixed.X) if coef is not None else None
     for block in design.blocks:
         if block.name not in centring or intercept is None or "Intercept" not in block.terms:
             continue
         mean = intercept
-        if X is not None:
-            cols, values = level_covariates(block, X)
+        if coef is not None:
+            # constancy within levels is the same on the user's scale, so only the
+            # (J, p) level values are standardized, not another copy of X
+            cols, values = level_covariates(block, fixed.X)
+            keep = np.isin(cols, slopes)
+            cols, values = cols[keep], values[:, keep]
             if cols.size:
-                mean = mean + pt.dot(values, coef[cols])
+                values = (values - fixed.center[cols]) / fixed.scale[cols]
+                mean = mean + pt.dot(values, coef[np.searchsorted(slopes, cols)])
         mask = (np.array(block.terms) == "Intercept").astype(float)
         anchors[block.name] = (pt.ones(len(block.levels)) * mean)[:, None] * mask
     return anchors

@@ -4,12 +4,13 @@ Every parameterization below has the same posterior; they differ in how easy it
 is for NUTS to explore.  A random effect ``r_j ~ N(0, σ²)`` of level ``j`` is
 sampled as
 
-    w_j ~ N(c_j · α, σ^(2 c_j)),      r_j = σ^(1 - c_j) · (w_j - c_j · α),
+    w_j ~ N(c_j · m_j, σ^(2 c_j)),      r_j = σ^(1 - c_j) · (w_j - c_j · m_j),
 
-with ``c_j`` in [0, 1] and ``α`` the model's (internally centred) intercept when
-the term is a random intercept, else 0.  ``c = 0`` is the non-centred form
+with ``c_j`` in [0, 1] and the anchor ``m_j = α + x_j β`` for a random intercept
+(the model's internally centred intercept plus the covariates constant within the
+level, :func:`level_covariates`), else 0.  ``c = 0`` is the non-centred form
 (``r = σ z``), best when the data say little about each level; ``c = 1`` the
-centred form (``r_j + α ~ N(α, σ²)``), best when they say much; in between is
+centred form (``r_j + m_j ~ N(m_j, σ²)``), best when they say much; in between is
 the partially non-centred form of Papaspiliopoulos, Roberts & Sköld (2007).
 With a Gaussian approximation to the likelihood of level ``j`` with precision
 ``I_j``, ``w_j`` is a posteriori uncorrelated with ``σ`` for
@@ -21,7 +22,7 @@ variational inference).  ``I_j = Σ_i w_i Z_ij²`` sums the working weights of t
 level's rows at the pooled mean: ``n p̄(1 - p̄)`` for a logit-link binomial or
 bernoulli, ``ȳ`` for a log-link poisson, ``1 / sd(y)²`` for a gaussian; ``σ`` is
 the mean of the SD's prior (a priori guess).  Anchoring the random intercepts on
-``α`` matters as much: with thousands of groups, ``α`` and the mean of the
+``m_j`` matters as much: with thousands of groups, ``α`` and the mean of the
 effects are otherwise almost collinear, and NUTS with a diagonal mass matrix
 mixes the intercept slowly.
 
