@@ -164,7 +164,7 @@ class GLMM:
         tune: int = 1000,
         chains: int = 4,
         cores: int | None = None,
-        target_accept: float = 0.95,
+        target_accept: float | None = None,
         random_seed: int | None = None,
         sampler: str = "auto",
         progressbar: bool = True,
@@ -180,9 +180,14 @@ class GLMM:
             Kept draws, tuning steps and chains.
         cores : int, optional
             Chains run in parallel on this many cores (default: ``min(chains, cpu count)``).
-        target_accept : float
-            NUTS target acceptance (0.95, rstanarm's default for GLMMs); raise it to
-            0.99 if divergences appear.
+        target_accept : float, optional
+            NUTS target acceptance.  By default 0.95 (rstanarm's default for
+            GLMMs: hierarchical posteriors have funnels) when random effects
+            are sampled, and 0.8 when they are integrated out
+            (``marginalize``) or the model has none: without the funnel the
+            shorter trajectories cost nothing in reliability.  Raise it
+            (0.99) if divergences appear.  The value used is recorded in
+            ``res.idata.attrs["target_accept"]``.
         random_seed : int, optional
             Makes the fit reproducible; when omitted one is drawn and stored
             in ``res.idata.attrs["random_seed"]``.

@@ -72,6 +72,9 @@ MODELS = {
     ),
 }
 
+#: Columns of bench/results/peers.csv, whatever a run reports.
+COLUMNS = ["model", "tool", "seconds", "min_ess", "max_rhat", "divergences", "ess_per_s", "error", "date"]
+
 BAMBI_SCRIPT = r"""
 import json, sys, time, warnings
 import numpy as np, pandas as pd, arviz as az, bambi as bmb
@@ -160,10 +163,10 @@ def main() -> None:
                 {"model": name, "tool": f"bambi-{sampler}", **bambi(name, sampler, args.bambi_python, args.timeout)}
             )
             print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    table["ess_per_s"] = table["min_ess"] / table["seconds"]
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS[:6] + ["error"])
+    table.insert(6, "ess_per_s", table["min_ess"] / table["seconds"])
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    table.assign(date=time.strftime("%Y-%m-%d")).to_csv(
+    table.assign(date=time.strftime("%Y-%m-%d"))[COLUMNS].to_csv(
         ROOT / "bench" / "results" / "peers.csv",
         mode="a",
         index=False,
