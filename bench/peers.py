@@ -163,10 +163,10 @@ def main() -> None:
                 {"model": name, "tool": f"bambi-{sampler}", **bambi(name, sampler, args.bambi_python, args.timeout)}
             )
             print(rows[-1], flush=True)
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS[:6] + ["error"])
-    table.insert(6, "ess_per_s", table["min_ess"] / table["seconds"])
+    table = pd.DataFrame(rows)
+    table["ess_per_s"] = table["min_ess"] / table["seconds"]
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    table.assign(date=time.strftime("%Y-%m-%d"))[COLUMNS].to_csv(
+    table.assign(date=time.strftime("%Y-%m-%d")).reindex(columns=COLUMNS).to_csv(
         ROOT / "bench" / "results" / "peers.csv",
         mode="a",
         index=False,

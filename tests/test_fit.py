@@ -165,10 +165,10 @@ def test_auto_sampler_by_size(rows, columns, effects, chosen):
 @pytest.mark.parametrize("effects, default", [(0, 0.8), (18, 0.95)])
 def test_default_target_accept(effects, default):
     """0.95 while random effects are sampled (funnels), 0.8 once they are integrated out; a choice is kept."""
-    from bayesglmm.fit import choose_sampler, make_config
+    from bayesglmm.fit import choose_target_accept, make_config
 
-    assert choose_sampler(make_config(random_seed=1), 180, 2, effects).target_accept == default
-    assert choose_sampler(make_config(random_seed=1, target_accept=0.9), 180, 2, effects).target_accept == 0.9
+    assert choose_target_accept(make_config(random_seed=1), effects).target_accept == default
+    assert choose_target_accept(make_config(random_seed=1, target_accept=0.9), effects).target_accept == 0.9
 
 
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
