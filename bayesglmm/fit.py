@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pymc as pm
+from threadpoolctl import threadpool_limits
 
 from .design import Design
 from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
@@ -40,10 +42,16 @@ AUTO_NUTPIE_EFFECTS = 250
 #: (hierarchical posteriors have funnels, and fewer divergences are worth the longer
 #: trajectories).
 TARGET_ACCEPT_EFFECTS = 0.95
-#: ... and when none are (integrated out, or a model without them): no funnel, so Stan's
-#: and PyMC's default.  On sleepstudy (marginalised, seeds 1-3, single fits, not bench/)
-#: 6.1 instead of 9.5 leapfrog steps per draw, no divergences.
+#: ... and when none are (integrated out, or a model without them), or every effect is
+#: at least half centred (``CENTRED_ENOUGH``: each level's data outweigh its prior even at
+#: a low guess of the SD, so the posterior has no funnel within its range): Stan's and
+#: PyMC's default.  Single fits, not bench/: sleepstudy (marginalised, seeds 1-3) 6.1
+#: instead of 9.5 leapfrog steps per draw; simulated random-intercept logistic models
+#: (10-40 levels, 10-50 rows each, SD 0.25 or 1; 16 fits) without divergences at 0.8
+#: whenever the smallest weight was 0.3 or more, and with 1-3 in 4 of the 8
+#: non-centred fits.
 TARGET_ACCEPT_NO_EFFECTS = 0.8
+CENTRED_ENOUGH = 0.5
 RHAT_MAX = 1.01
 ESS_MIN = 400
 #: Largest pointwise log-likelihood (draws × rows values) stored with a fit; beyond it
@@ -121,15 +129,29 @@ def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> Fit
     return replace(cfg, sampler="nutpie" if large else "pymc")
 
 
-def choose_target_accept(cfg: FitConfig, effects: int) -> FitConfig:
+def choose_target_accept(cfg: FitConfig, effects: int, centring: Mapping[str, np.ndarray]) -> FitConfig:
     """Resolve ``target_accept=None`` for a model with ``effects`` sampled random effects.
 
-    ``TARGET_ACCEPT_EFFECTS`` when there are any, ``TARGET_ACCEPT_NO_EFFECTS``
-    otherwise; an explicit choice is kept.
+    ``TARGET_ACCEPT_NO_EFFECTS`` when there are none or when every centring
+    weight is at least ``CENTRED_ENOUGH``, else ``TARGET_ACCEPT_EFFECTS``; an
+    explicit choice is kept.
     """
     if cfg.target_accept is not None:
         return cfg
-    return replace(cfg, target_accept=TARGET_ACCEPT_EFFECTS if effects else TARGET_ACCEPT_NO_EFFECTS)
+    centred = bool(centring) and min(float(np.min(c)) for c in centring.values()) >= CENTRED_ENOUGH
+    funnel = effects > 0 and not centred
+    return replace(cfg, target_accept=TARGET_ACCEPT_EFFECTS if funnel else TARGET_ACCEPT_NO_EFFECTS)
+
+
+def blas_threads(cores: int) -> int:
+    """BLAS threads per chain when ``cores`` chains run at once: the cores left over.
+
+    nutpie runs its chains as threads of this process; OpenBLAS would give each
+    matrix product of each chain all the machine's cores, and the chains' BLAS
+    threads would then wait on one another (1M rows, 2 cores: 26 ms per gradient
+    with one BLAS thread per process against 31-37 ms with two, two processes at once).
+    """
+    return max(1, (os.cpu_count() or 1) // max(cores, 1))
 
 
 def _size(design: Design | None, marginal: bool) -> tuple[int, int]:
@@ -202,7 +224,11 @@ def _rows(model: pm.Model) -> int:
 
 
 def sample(
-    model: pm.Model, cfg: FitConfig, target: pm.Model | None = None, design: Design | None = None
+    model: pm.Model,
+    cfg: FitConfig,
+    target: pm.Model | None = None,
+    design: Design | None = None,
+    centring: Mapping[str, np.ndarray] | None = None,
 ) -> az.InferenceData:
     """Sample the posterior of ``model`` and add the pointwise log-likelihood of ``y``.
 
@@ -217,20 +243,23 @@ def sample(
     centred (:mod:`bayesglmm.parameterization`).  Either way the posterior is
     completed to that of ``model`` and holds exactly its variables; the
     log-likelihood is that of ``model``, one value per original row.
+    ``centring`` holds the centring weights of ``target``'s blocks, if any.
     """
     start = time.perf_counter()
     target = model if target is None else target
     marginal = OBSERVED not in target.named_vars
     later = tuple(effect_draw_names(design)) if marginal else ()
     columns, effects = _size(design, marginal)
-    cfg = choose_target_accept(choose_sampler(cfg, _rows(target), columns, effects), effects)
+    centring = centring or {}
+    cfg = choose_target_accept(choose_sampler(cfg, _rows(target), columns, effects), effects, centring)
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         run = _sample_nutpie if cfg.sampler == "nutpie" else _sample_pymc
-        idata = run(target, cfg, later)
+        with threadpool_limits(blas_threads(cfg.cores), user_api="blas"):
+            idata = run(target, cfg, later)
         if marginal:
             seed = int(np.random.SeedSequence([cfg.random_seed, 1]).generate_state(1)[0])
             complete_posterior(idata, target, model, design, seed)
@@ -251,7 +280,7 @@ def sample(
             "marginalized": int(marginal),
             "log_likelihood": "stored" if stored else "on demand",
             "collapsed_rows": _rows(target) if _rows(target) < _rows(model) and not marginal else 0,
-            "centred_blocks": ",".join(v.name[2:] for v in target.free_RVs if v.name.startswith("w_")),
+            "centred_blocks": ",".join(centring),
         }
     )
     return idata

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pymc as pm
 
@@ -84,6 +85,7 @@ class GLMM:
         self._pymc_model: pm.Model | None = None
         self._marginal_model: pm.Model | None = None
         self._sampling_models: dict[tuple[bool, bool], pm.Model] = {}
+        self._centring: Mapping[str, np.ndarray] | None = None
 
     @property
     def pymc_model(self) -> pm.Model:
@@ -98,6 +100,12 @@ class GLMM:
             self._marginal_model = build_model(self.design, self.family, self.link, self.priors, marginal=True)
         return self._marginal_model
 
+    def centring(self) -> Mapping[str, np.ndarray]:
+        """Per block, the (J, k) weights its effects are centred with (:mod:`~bayesglmm.parameterization`)."""
+        if self._centring is None:
+            self._centring = centring(self.design, self.family, self.link)
+        return self._centring
+
     def sampling_model(self, reduce: bool = True, centre: bool = True) -> pm.Model:
         """The model NUTS samples when the random effects are not integrated out.
 
@@ -109,7 +117,7 @@ class GLMM:
         key = (reduce, centre)
         if key not in self._sampling_models:
             found = collapse(self.design, self.family) if reduce else None
-            weights = centring(self.design, self.family, self.link, self.priors) if centre else {}
+            weights = self.centring() if centre else {}
             if found is None and not weights:
                 self._sampling_models[key] = self.pymc_model
             else:
@@ -184,8 +192,9 @@ class GLMM:
             NUTS target acceptance.  By default 0.95 (rstanarm's default for
             GLMMs: hierarchical posteriors have funnels) when random effects
             are sampled, and 0.8 when they are integrated out
-            (``marginalize``) or the model has none: without the funnel the
-            shorter trajectories cost nothing in reliability.  Raise it
+            (``marginalize``), the model has none, or every level is at least
+            half centred (``centre``): without the funnel the shorter
+            trajectories cost nothing in reliability.  Raise it
             (0.99) if divergences appear.  The value used is recorded in
             ``res.idata.attrs["target_accept"]``.
         random_seed : int, optional
@@ -236,7 +245,8 @@ class GLMM:
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
         marginal = self._use_marginal(marginalize)
         target = self.marginal_model() if marginal else self.sampling_model(reduce, centre)
-        idata = sample(self.pymc_model, cfg, target, self.design)
+        weights = {} if marginal or not centre else self.centring()
+        idata = sample(self.pymc_model, cfg, target, self.design, weights)
         return GLMMResults(self, idata)
 
     def __repr__(self) -> str:

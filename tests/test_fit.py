@@ -162,13 +162,18 @@ def test_auto_sampler_by_size(rows, columns, effects, chosen):
     assert choose_sampler(make_config(random_seed=1, sampler="numpyro"), rows, columns, effects).sampler == "numpyro"
 
 
-@pytest.mark.parametrize("effects, default", [(0, 0.8), (18, 0.95)])
-def test_default_target_accept(effects, default):
-    """0.95 while random effects are sampled (funnels), 0.8 once they are integrated out; a choice is kept."""
+@pytest.mark.parametrize(
+    "effects, weights, default",
+    [(0, None, 0.8), (18, None, 0.95), (18, [0.0, 0.9], 0.95), (18, [0.49, 0.9], 0.95), (18, [0.5, 0.9], 0.8)],
+)
+def test_default_target_accept(effects, weights, default):
+    """0.95 while random effects are sampled (funnels), 0.8 once integrated out or all at least half centred."""
     from bayesglmm.fit import choose_target_accept, make_config
 
-    assert choose_target_accept(make_config(random_seed=1), effects).target_accept == default
-    assert choose_target_accept(make_config(random_seed=1, target_accept=0.9), effects).target_accept == 0.9
+    centring = {} if weights is None else {"a": np.array([[weights[0]], [0.7]]), "b": np.array([[weights[1]]])}
+    assert choose_target_accept(make_config(random_seed=1), effects, centring).target_accept == default
+    chosen = make_config(random_seed=1, target_accept=0.9)
+    assert choose_target_accept(chosen, effects, centring).target_accept == 0.9
 
 
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])

@@ -5,10 +5,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from pytensor.graph.basic import ancestors
+from pytensor.graph.traversal import ancestors
 
 import bayesglmm as bg
-from bayesglmm.parameterization import centring, level_covariates
+from bayesglmm.parameterization import centring, level_covariates, level_sd, working_fit
 
 
 def _frame(seed=3, groups=40):
@@ -32,29 +32,64 @@ def _frame(seed=3, groups=40):
     )
 
 
+def _logistic(groups, size, sd, seed):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), size)
+    x = rng.normal(size=g.size)
+    eta = -1.0 + 0.5 * x + rng.normal(0, sd, groups)[g]
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g.astype(str)})
+
+
 def test_weights_follow_the_information_of_each_level():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
     (block,) = model.design.blocks
-    c = centring(model.design, model.family, model.link, model.priors)[block.name][:, 0]
-    p = df["y"].mean()
-    sizes = df.groupby("school").size().reindex(list(block.levels)).to_numpy()
-    rho = sizes * p * (1 - p) * 1.0**2  # the SD's default prior has mean 1 on the logit scale
-    np.testing.assert_allclose(c, rho / (1 + rho))
-    assert c[np.argmax(sizes)] > c[np.argmin(sizes)]
+    c = centring(model.design, model.family, model.link)[block.name][:, 0]
+    weights, _ = working_fit(model.design, model.family, model.link)
+    info = np.bincount(block.idx, weights=weights)
+    assert np.all((c > 0) & (c < 1))
+    sd2 = c / (1 - c) / info  # c = ρ / (1 + ρ), ρ = info · sd²: one SD for every level
+    np.testing.assert_allclose(sd2, sd2[0], rtol=1e-9)
+    assert 0.2**2 < sd2[0] < 0.8**2  # a low guess of the true SD, 0.8
+
+
+def test_level_sd_is_the_moment_estimate_lowered_by_its_uncertainty():
+    rng = np.random.default_rng(1)
+    info = rng.uniform(2, 50, 20_000)
+    deviation = rng.normal(0, np.sqrt(0.6**2 + 1 / info))
+    assert level_sd(info, deviation) == pytest.approx(0.6, rel=0.03)
+    assert level_sd(info[:10], rng.normal(0, np.sqrt(1 / info[:10]))) < 0.2  # no spread beyond noise
+    assert level_sd(info[:1], deviation[:1]) == 0.0
+
+
+@pytest.mark.parametrize(("groups", "size", "sd"), [(10, 50, 0.25), (400, 50, 1.0)])
+def test_weights_do_not_overshoot_the_true_sd(groups, size, sd):
+    """The centred form is the one that fails when the SD is overestimated (funnel at small SDs).
+
+    The earlier rule took the SD from its prior (mean 1): with 10 levels of true SD
+    0.25 it centred at 0.9 and NUTS gave R-hat 1.09 and 56 divergences.
+    """
+    model = bg.GLMM("y ~ x + (1 | g)", _logistic(groups, size, sd, seed=1), family="bernoulli")
+    c = centring(model.design, model.family, model.link)["g"][:, 0]
+    weights, _ = working_fit(model.design, model.family, model.link)
+    info = np.bincount(model.design.blocks[0].idx, weights=weights)
+    best = info * sd**2 / (1 + info * sd**2)
+    assert np.all(c <= best + 0.05)
+    if groups > 100:  # one-step estimates shrink large logit effects: the guess errs low, not far
+        assert np.all(c >= best - 0.1)
 
 
 def test_rule_leaves_nested_correlated_and_other_families_non_centred():
     df = _frame()
     nested = bg.GLMM("count ~ x + (1 | school) + (1 | class)", df, family="poisson")
-    assert centring(nested.design, nested.family, nested.link, nested.priors) == {}
+    assert centring(nested.design, nested.family, nested.link) == {}
     correlated = bg.GLMM("y ~ x + (1 + x | school)", df, family="bernoulli")
-    assert centring(correlated.design, correlated.family, correlated.link, correlated.priors) == {}
+    assert centring(correlated.design, correlated.family, correlated.link) == {}
     probit = bg.GLMM("y ~ x + (1 | school)", df, family="bernoulli", link="probit")
-    assert centring(probit.design, probit.family, probit.link, probit.priors) == {}
+    assert centring(probit.design, probit.family, probit.link) == {}
     assert probit.sampling_model() is probit.pymc_model
     independent = bg.GLMM("y ~ x + (1 + x || school)", df, family="bernoulli")
-    weights = centring(independent.design, independent.family, independent.link, independent.priors)
+    weights = centring(independent.design, independent.family, independent.link)
     assert [w.shape for w in weights.values()] == [(40, 2)]
 
 
@@ -79,7 +114,7 @@ def test_sampling_model_has_the_same_posterior(formula, family):
     model = bg.GLMM(formula, _frame(), family=family)
     full, target = model.pymc_model, model.sampling_model(reduce=False)
     (block,) = model.design.blocks
-    c = centring(model.design, model.family, model.link, model.priors)[block.name]
+    c = centring(model.design, model.family, model.link)[block.name]
     assert f"w_{block.name}" in {v.name for v in target.free_RVs}
     logp_full, logp_target = full.compile_logp(), target.compile_logp()
     (z_graph,) = target.replace_rvs_by_values([target[f"z_{block.name}"]])
@@ -115,10 +150,10 @@ def test_centred_fit_stores_the_non_centred_variables():
 def test_models_mixing_eligible_and_other_blocks_stay_non_centred():
     df = _frame()
     mixed = bg.GLMM("y ~ x + (1 | school) + (1 + x | rater)", df, family="bernoulli")  # rater: correlated
-    assert centring(mixed.design, mixed.family, mixed.link, mixed.priors) == {}
+    assert centring(mixed.design, mixed.family, mixed.link) == {}
     assert mixed.sampling_model(reduce=False) is mixed.pymc_model
     crossed = bg.GLMM("y ~ x + (1 | school) + (1 | rater)", df, family="bernoulli")
-    assert list(centring(crossed.design, crossed.family, crossed.link, crossed.priors)) == ["school", "rater"]
+    assert list(centring(crossed.design, crossed.family, crossed.link)) == ["school", "rater"]
     model = crossed.sampling_model(reduce=False)
     assert all(_depends_on(model[f"w_{g}"], model["Intercept_centered"]) for g in ("school", "rater"))
 
