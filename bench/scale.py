@@ -79,9 +79,11 @@ def main() -> None:
     print(f"peak resident memory {peak_gb():.2f} GB (a draws x rows array would be {draws_rows_gb:.1f} GB)")
     stats = res.idata.sample_stats
     steps = float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan")
-    print(f"sampler {res.idata.attrs['sampler']}, {steps:.1f} leapfrog steps per draw")
+    attrs = res.idata.attrs
+    print(f"sampler {attrs['sampler']}, target_accept {attrs['target_accept']}, {steps:.1f} leapfrog steps per draw")
     row = {"rows": args.rows, "groups": args.groups, "draws": args.draws, "tune": args.tune, "leapfrog_steps": steps}
     row["centred"] = res.idata.attrs.get("centred_blocks", "")
+    row["target_accept"] = res.idata.attrs.get("target_accept", float("nan"))
     row.update({f"{k}_s": v for k, v in times.items()})
     row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / "scale.csv"
