@@ -228,6 +228,7 @@ def sample(
     target: pm.Model | None = None,
     design: Design | None = None,
     centring: Mapping[str, np.ndarray] | None = None,
+    nested: tuple = (),
 ) -> az.InferenceData:
     """Sample the posterior of ``model`` and add the pointwise log-likelihood of ``y``.
 
@@ -242,7 +243,9 @@ def sample(
     centred (:mod:`bayesglmm.parameterization`).  Either way the posterior is
     completed to that of ``model`` and holds exactly its variables; the
     log-likelihood is that of ``model``, one value per original row.
-    ``centring`` holds the centring weights of ``target``'s blocks, if any.
+    ``centring`` holds the centring weights of ``target``'s blocks, if any,
+    ``nested`` its pairs of nested random intercepts
+    (:class:`~bayesglmm.parameterization.NestedPair`).
     """
     start = time.perf_counter()
     target = model if target is None else target
@@ -280,6 +283,7 @@ def sample(
             "log_likelihood": "stored" if stored else "on demand",
             "collapsed_rows": _rows(target) if _rows(target) < _rows(model) and not marginal else 0,
             "centred_blocks": ",".join(centring),
+            "nested_pairs": ",".join(f"{pair.parent}>{pair.child}" for pair in nested),
         }
     )
     return idata

@@ -25,7 +25,7 @@ from .fit import make_config, sample
 from .formula import parse_formula
 from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
-from .parameterization import centring
+from .parameterization import NestedPair, centring, nested_pairs
 from .priors import Prior, prior_table, resolve
 from .reduction import collapse
 from .results import GLMMResults
@@ -118,12 +118,19 @@ class GLMM:
         if key not in self._sampling_models:
             found = collapse(self.design, self.family) if reduce else None
             weights = self.centring() if centre else {}
-            if found is None and not weights:
+            pairs = self.nested_pairs() if centre else ()
+            if found is None and not weights and not pairs:
                 self._sampling_models[key] = self.pymc_model
             else:
                 design, family = found or (self.design, self.family)
-                self._sampling_models[key] = build_model(design, family, self.link, self.priors, centring=weights)
+                self._sampling_models[key] = build_model(
+                    design, family, self.link, self.priors, centring=weights, nested=pairs
+                )
         return self._sampling_models[key]
+
+    def nested_pairs(self) -> tuple[NestedPair, ...]:
+        """Nested random intercepts sampled through their totals (:func:`.parameterization.nested_pairs`)."""
+        return nested_pairs(self.design)
 
     def _use_marginal(self, marginalize: bool | str) -> bool:
         """Resolve ``fit(marginalize=...)``."""
@@ -230,7 +237,10 @@ class GLMM:
             far as the data inform it, random intercepts anchored on the
             intercept (:mod:`bayesglmm.parameterization`).  The posterior is
             the same; with well-informed levels the SDs and the intercept mix
-            far better.  ``False`` samples every effect non-centred.
+            far better.  Random intercepts nested in others (broods in
+            locations) are sampled through the parents' totals
+            (:func:`~bayesglmm.parameterization.nested_pairs`).  ``False``
+            samples every effect in the plain non-centred form ``r = σ z``.
 
         Returns
         -------
@@ -246,7 +256,8 @@ class GLMM:
         marginal = self._use_marginal(marginalize)
         target = self.marginal_model() if marginal else self.sampling_model(reduce, centre)
         weights = {} if marginal or not centre else self.centring()
-        idata = sample(self.pymc_model, cfg, target, self.design, weights)
+        pairs = () if marginal or not centre else self.nested_pairs()
+        idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs)
         return GLMMResults(self, idata)
 
     def __repr__(self) -> str:

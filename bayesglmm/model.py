@@ -30,7 +30,7 @@ import pytensor.tensor as pt
 from .design import Design, GroupBlock
 from .families import Family, Link
 from .marginal import add_marginal_likelihood
-from .parameterization import level_covariates
+from .parameterization import NestedPair, level_covariates
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
 OBSERVED = "y"
@@ -189,16 +189,51 @@ def _anchors(design: Design, centring: Mapping[str, np.ndarray], internal: list)
     return anchors
 
 
+def _nested_effects(
+    pair: NestedPair, parent: GroupBlock, child: GroupBlock, priors: PriorSet
+) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Add a nested pair of random intercepts through their totals; return both (J, 1) effects.
+
+    See :func:`bayesglmm.parameterization.nested_pairs`: ``t_<parent>`` and
+    ``d_<child>`` are sampled, ``z`` and ``r`` of both blocks are deterministics.
+    """
+    sd_p, sd_c = _block_scale(parent, priors), _block_scale(child, priors)
+    t = pm.Normal(f"t_{parent.name}", 0.0, 1.0, dims=(parent.group, term_dim(parent)))
+    d = pm.Normal(f"d_{child.name}", 0.0, 1.0, dims=(child.group, term_dim(child)))
+    k = np.bincount(pair.parent_of, minlength=len(parent.levels)).astype(float)[:, None]
+    d_mean = pt.inc_subtensor(pt.zeros((len(parent.levels), 1))[pair.parent_of], d) / k
+    var = sd_p**2 + sd_c**2 / k
+    total = pt.sqrt(var) * t
+    u = sd_p**2 / var * total + sd_p * sd_c / pt.sqrt(var) * d_mean
+    v = sd_c * (d - d_mean[pair.parent_of]) + (total - u)[pair.parent_of]
+    for block, effects, sd in ((parent, u, sd_p), (child, v, sd_c)):
+        dims = (block.group, term_dim(block))
+        pm.Deterministic(f"z_{block.name}", effects / sd, dims=dims)
+        pm.Deterministic(f"r_{block.name}", effects, dims=dims)
+    return u, v
+
+
 def _random_part(
-    design: Design, priors: PriorSet, centring: Mapping[str, np.ndarray], anchors: Mapping[str, pt.TensorVariable]
+    design: Design,
+    priors: PriorSet,
+    centring: Mapping[str, np.ndarray],
+    anchors: Mapping[str, pt.TensorVariable],
+    nested: tuple[NestedPair, ...] = (),
 ) -> pt.TensorVariable:
     """Add every random-effect block; return their contribution to eta."""
+    blocks = {block.name: block for block in design.blocks}
+    effects = {}
+    for pair in nested:
+        effects[pair.parent], effects[pair.child] = _nested_effects(
+            pair, blocks[pair.parent], blocks[pair.child], priors
+        )
     eta = 0.0
     for block in design.blocks:
-        effects = _block_effects(block, priors, centring.get(block.name), anchors.get(block.name, 0.0))
+        if block.name not in effects:
+            effects[block.name] = _block_effects(block, priors, centring.get(block.name), anchors.get(block.name, 0.0))
         idx = pm.Data(f"idx_{block.name}", block.idx)
         Z = None if block.intercept_only else pm.Data(f"Z_{block.name}", block.Z)
-        eta = eta + _block_eta(block, effects, idx, Z, design.n_predictors)
+        eta = eta + _block_eta(block, effects[block.name], idx, Z, design.n_predictors)
     return eta
 
 
@@ -224,6 +259,7 @@ def build_model(
     priors: PriorSet,
     marginal: bool = False,
     centring: Mapping[str, np.ndarray] | None = None,
+    nested: tuple[NestedPair, ...] = (),
 ) -> pm.Model:
     """The PyMC model of a GLMM.
 
@@ -239,7 +275,9 @@ def build_model(
 
     ``centring`` maps blocks to their centring weights
     (:mod:`bayesglmm.parameterization`); a block not in it is non-centred,
-    with ``z_<block>`` the sampled standard-normal draws.
+    with ``z_<block>`` the sampled standard-normal draws.  ``nested`` pairs
+    of random intercepts are sampled through their totals
+    (:func:`~bayesglmm.parameterization.nested_pairs`).
     """
     with pm.Model(coords=coords_of(design), check_bounds=False) as model:
         observed = pm.Data("_y", design.y)
@@ -255,7 +293,7 @@ def build_model(
             add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
             return model
         anchors = _anchors(design, centring or {}, internal) if m == 1 else {}
-        eta = pm.Deterministic("eta", eta + _random_part(design, priors, centring or {}, anchors))
+        eta = pm.Deterministic("eta", eta + _random_part(design, priors, centring or {}, anchors, nested))
         params = family.add_parameters(priors.aux, link, shift)
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)

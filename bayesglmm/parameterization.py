@@ -49,6 +49,7 @@ unanchored, against 333 (R-hat 1.009) all non-centred.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -181,3 +182,84 @@ def level_covariates(block: GroupBlock, X: np.ndarray) -> tuple[np.ndarray, np.n
     low, high = np.minimum.reduceat(sorted_X, starts, axis=0), np.maximum.reduceat(sorted_X, starts, axis=0)
     cols = np.flatnonzero(np.all(high - low <= 1e-12 * (1.0 + np.abs(high)), axis=0))
     return cols, low[:, cols]
+
+
+#: Most children per parent (median) for which a nested pair is sampled through totals.
+#: With equal SDs the children's mean then holds at least 1/(k+1) = 10 % of the prior
+#: variance of the parent's total, which the data cannot attribute.  With many children
+#: the parent's effect is its total and the transform gains nothing: on InstEval (about
+#: 80 lecturers per department) it cost the intercept half its ESS (333 -> 216, R-hat
+#: 1.0156) and the fit 151 -> 197 s.
+FEW_CHILDREN = 9
+
+
+@dataclass(frozen=True)
+class NestedPair:
+    """Random intercepts of ``child`` levels nested in those of ``parent``.
+
+    NUTS samples such a pair through the levels' totals (:func:`nested_pairs`);
+    ``parent_of`` (J_child,) is the parent level of every child level.
+    """
+
+    parent: str
+    child: str
+    parent_of: np.ndarray
+
+
+def _parent_map(child: GroupBlock, parent: GroupBlock) -> np.ndarray | None:
+    """The parent level of every ``child`` level, or None unless ``child`` nests strictly in ``parent``."""
+    pairs = np.unique(np.column_stack([child.idx, parent.idx]), axis=0)
+    if pairs.shape[0] != len(child.levels) or len(parent.levels) >= len(child.levels):
+        return None
+    parent_of = np.empty(len(child.levels), dtype=np.int64)
+    parent_of[pairs[:, 0]] = pairs[:, 1]
+    if np.bincount(parent_of, minlength=len(parent.levels)).min() == 0:
+        return None
+    return parent_of
+
+
+def nested_pairs(design: Design) -> tuple[NestedPair, ...]:
+    """Pairs of random-intercept blocks, one nested in the other, NUTS samples jointly.
+
+    For a parent level ``p`` with ``k`` child levels, effects ``u_p ~ N(0, σ_p²)``
+    and ``v_c ~ N(0, σ_c²)``, the data inform the totals ``u_p + v_c``; with few
+    children per parent (grouseticks: 1.9 broods per location) they cannot tell
+    ``u_p`` from the children's mean ``v̄``, and in the non-centred form ``(z_p,
+    z_c)`` each such parent is a ridge whose direction turns with ``σ_p / σ_c``.
+    The pair is instead sampled as standard normals ``t_p`` and ``d_c``:
+
+        s_p² = σ_p² + σ_c² / k,   T_p = s_p t_p           (the parent's total u_p + v̄)
+        u_p = (σ_p² / s_p²) T_p + (σ_p σ_c / s_p) d̄_p,   v_c = σ_c (d_c - d̄_p) + T_p - u_p,
+
+    with ``d̄_p`` the mean of ``d`` over the parent's children.  Given the SDs it is
+    a linear map taking N(0, I) to exactly the prior of ``(u, v)`` (another square
+    root of its covariance), so the posterior is unchanged; the data now see
+    ``T_p`` and the within-parent deviations only, and how ``T_p`` splits into
+    ``u_p`` and ``v̄`` (``d̄_p``) is left to the prior.  On grouseticks (seeds 1-3)
+    the minimum ESS rose from 157 to 483-648.
+
+    Blocks qualify when they hold a single random intercept and the model has one
+    linear predictor, and a pair when its parents have few children (median at
+    most ``FEW_CHILDREN``).  Parents are taken from the coarsest factor down, each
+    with its coarsest nested block; a block joins at most one pair.
+    """
+    if design.n_predictors != 1:
+        return ()
+    simple = sorted(
+        (b for b in design.blocks if b.intercept_only and len(b.terms) == 1 and not b.correlated),
+        key=lambda b: len(b.levels),
+    )
+    pairs: list[NestedPair] = []
+    used: set[str] = set()
+    for parent in simple:
+        if parent.name in used:
+            continue
+        for child in simple:
+            if child.name in used or child is parent:
+                continue
+            parent_of = _parent_map(child, parent)
+            if parent_of is not None and np.median(np.bincount(parent_of)) <= FEW_CHILDREN:
+                pairs.append(NestedPair(parent.name, child.name, parent_of))
+                used.update((parent.name, child.name))
+                break
+    return tuple(pairs)

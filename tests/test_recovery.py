@@ -48,10 +48,10 @@ def test_matches_rstanarm(name, fits, references):
         assert np.sqrt(np.mean(draws**2)) == pytest.approx(value, rel=0.25), key
     if "sigma" in ref:
         assert summary.loc["sigma", "mean"] == pytest.approx(ref["sigma"], rel=0.05)
-    # Known gap (issue 2, open): grouseticks' sd(Intercept|LOCATION) mixes slowly (bulk ESS
-    # 180-400 under nutpie, numpyro and PyMC alike, centred or not), so its R-hat at 4 x 1000
-    # draws lands between 1.008 and 1.025 depending on the seed.
-    limit = 1.03 if name == "grouseticks" else 1.01
+    # Known gap (issue 2, open): grouseticks' sd(Intercept|LOCATION) is the slow direction.
+    # Sampled through the locations' totals (nested_pairs) its bulk ESS is 440-590 at seeds
+    # 1-3 (non-centred: 204 at seed 1) and its R-hat 1.006-1.012, so the limit stays above 1.01.
+    limit = 1.02 if name == "grouseticks" else 1.01
     assert summary["r_hat"].max() <= limit, summary["r_hat"]
     assert res.diagnostics["max_rhat"] <= limit  # includes the worst random effect
     assert res.diagnostics["divergences"] == 0
@@ -65,3 +65,10 @@ def test_contraception_correlation_is_clearly_negative(fits, references):
     assert row["hdi_high"] < 0 and row["mean"] < -0.4  # lme4: -0.79
     ml = references["contraception"]["ml"]["cor"]["district:Intercept,urbanY"]
     assert abs(row["mean"] - ml) < 2 * row["sd"]
+
+
+def test_grouseticks_location_sd_mixes(fits):
+    """Regression for the nested pair (LOCATION > BROOD): non-centred, sd(LOCATION) had bulk ESS 204."""
+    res = _fit("grouseticks", fits)
+    assert res.idata.attrs["nested_pairs"] == "LOCATION>BROOD"
+    assert res.summary().loc["sd(Intercept|LOCATION)", "ess_bulk"] >= 400
