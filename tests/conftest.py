@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayesglmm as bg
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -19,6 +21,14 @@ def shared_csv(name: str) -> pd.DataFrame:
     if not path.exists():
         pytest.fail(f"reference data {path} is missing: the repository expects ../shared/data beside it")
     return pd.read_csv(path)
+
+
+def short_fit(model, **kwargs):
+    """A short fit (2 chains, 150 draws, one core) with convergence warnings silenced."""
+    options = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False} | kwargs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        return model.fit(**options)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,13 @@
 """Nested random intercepts sampled through their totals: the pairs, the same posterior."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
 
 import bayesglmm as bg
 from bayesglmm.parameterization import nested_pairs
+
+from .conftest import short_fit
 
 
 def _frame(seed: int = 5, schools: int = 30) -> pd.DataFrame:
@@ -117,11 +117,8 @@ def test_pair_has_the_prior_covariance_of_the_effects():
 def test_nested_fit_stores_the_non_centred_variables():
     df = _frame()
     model = bg.GLMM("count ~ x + (1 | school/class)", df, family="poisson")
-    short = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 3}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        res = model.fit(**short)
-        plain = model.fit(centre=False, **short)
+    res = short_fit(model, random_seed=3)
+    plain = short_fit(model, random_seed=3, centre=False)
     (pair,) = model.nested_pairs()
     post = res.idata.posterior
     assert res.idata.attrs["nested_pairs"] == f"{pair.parent}>{pair.child}"

@@ -1,7 +1,5 @@
 """Partially centred random effects: the weights, the anchors, the same posterior."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +7,8 @@ from pytensor.graph.traversal import ancestors
 
 import bayesglmm as bg
 from bayesglmm.parameterization import centring, level_covariates, level_sd, working_fit
+
+from .conftest import short_fit
 
 
 def _frame(seed=3, groups=40):
@@ -135,10 +135,7 @@ def test_sampling_model_has_the_same_posterior(formula, family):
 def test_centred_fit_stores_the_non_centred_variables():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
-    short = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 2}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        res = model.fit(**short)
+    res = short_fit(model, random_seed=2)
     post = res.idata.posterior
     assert res.idata.attrs["centred_blocks"] == model.design.blocks[0].name
     assert {"z_school", "r_school"} <= set(post.data_vars) and "w_school" not in post
