@@ -86,6 +86,7 @@ class GLMM:
         self._marginal_model: pm.Model | None = None
         self._sampling_models: dict[tuple[bool, bool], pm.Model] = {}
         self._centring: Mapping[str, np.ndarray] | None = None
+        self._nested: tuple[NestedPair, ...] | None = None
 
     @property
     def pymc_model(self) -> pm.Model:
@@ -117,8 +118,7 @@ class GLMM:
         key = (reduce, centre)
         if key not in self._sampling_models:
             found = collapse(self.design, self.family) if reduce else None
-            weights = self.centring() if centre else {}
-            pairs = self.nested_pairs() if centre else ()
+            weights, pairs = self._parameterization(centre)
             if found is None and not weights and not pairs:
                 self._sampling_models[key] = self.pymc_model
             else:
@@ -130,7 +130,13 @@ class GLMM:
 
     def nested_pairs(self) -> tuple[NestedPair, ...]:
         """Nested random intercepts sampled through their totals (:func:`.parameterization.nested_pairs`)."""
-        return nested_pairs(self.design)
+        if self._nested is None:
+            self._nested = nested_pairs(self.design)
+        return self._nested
+
+    def _parameterization(self, centre: bool) -> tuple[Mapping[str, np.ndarray], tuple[NestedPair, ...]]:
+        """Centring weights and nested pairs of the sampling model (none with ``centre=False``)."""
+        return (self.centring(), self.nested_pairs()) if centre else ({}, ())
 
     def _use_marginal(self, marginalize: bool | str) -> bool:
         """Resolve ``fit(marginalize=...)``."""
@@ -255,8 +261,7 @@ class GLMM:
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
         marginal = self._use_marginal(marginalize)
         target = self.marginal_model() if marginal else self.sampling_model(reduce, centre)
-        weights = {} if marginal or not centre else self.centring()
-        pairs = () if marginal or not centre else self.nested_pairs()
+        weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
         idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs)
         return GLMMResults(self, idata)
 
