@@ -5,8 +5,11 @@ tuning steps), the smallest bulk ESS over the fixed effects and the variance par
 (random-effect SDs, correlations, family parameters; not the random effects themselves),
 ESS per second, max R-hat and divergences; then the ratio of our ESS/s to the best of
 bambi's samplers.  bambi runs in its own interpreter (``--bambi-python``, a virtual
-environment where ``pip install bambi`` was run; bayesglmm never imports it), one
-subprocess per fit, so that each fit pays its own compilation.
+environment where ``pip install bambi`` was run; bayesglmm never imports it).  Every
+fit, ours and the peers', runs in a fresh subprocess and is timed there after the
+imports, so that each pays its own compilation and starts with cold in-memory caches
+(a fit after another one in the same process skips e.g. the loading of PyTensor's
+compiled-module index: 2.7 s with this machine's cache).
 
 Run: ``python bench/peers.py --bambi-python /path/to/venv/bin/python [--models cbpp sleepstudy]``.
 Results are appended to ``bench/results/peers.csv``.
@@ -19,7 +22,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,23 +108,41 @@ def _frame(name: str) -> pd.DataFrame:
     return df
 
 
-def ours(name: str) -> dict:
-    import bayesglmm as bg
+OURS_SCRIPT = r"""
+import json, sys, time, warnings
+import bayesglmm as bg
+sys.path.insert(0, sys.argv[2])
+from peers import MODELS, _frame
+name = sys.argv[1]
+_, _, _, formula, _, family = MODELS[name]
+df = _frame(name)
+start = time.perf_counter()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    res = bg.GLMM(formula, df, family=family).fit(random_seed=1, progressbar=False)
+seconds = time.perf_counter() - start
+s = res.summary()
+print("RESULT" + json.dumps({"seconds": seconds, "min_ess": float(s["ess_bulk"].min()),
+                             "max_rhat": float(s["r_hat"].max()),
+                             "divergences": res.diagnostics["divergences"]}))
+"""
 
-    _, _, _, formula, _, family = MODELS[name]
-    df = _frame(name)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bg.GLMM(formula, df, family=family).fit(random_seed=1, progressbar=False)
-    seconds = time.perf_counter() - start
-    s = res.summary()
-    return {
-        "seconds": seconds,
-        "min_ess": float(s["ess_bulk"].min()),
-        "max_rhat": float(s["r_hat"].max()),
-        "divergences": res.diagnostics["divergences"],
-    }
+
+def _run(command: list[str], timeout: float) -> dict:
+    """Run one fit in a fresh interpreter and read the ``RESULT`` line it prints."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": "timeout"}
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    if not lines:
+        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": out.stderr[-300:]}
+    return json.loads(lines[-1][len("RESULT") :])
+
+
+def ours(name: str, timeout: float) -> dict:
+    """A default bayesglmm fit (seed 1) in a fresh interpreter."""
+    return _run([sys.executable, "-c", OURS_SCRIPT, name, str(ROOT / "bench")], timeout)
 
 
 def bambi(name: str, sampler: str, python: str, timeout: float) -> dict:
@@ -135,16 +155,7 @@ def bambi(name: str, sampler: str, python: str, timeout: float) -> dict:
         "family": family,
         "sampler": sampler,
     }
-    try:
-        out = subprocess.run(
-            [python, "-c", BAMBI_SCRIPT, json.dumps(spec)], capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": "timeout"}
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
-    if not lines:
-        return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": out.stderr[-300:]}
-    return json.loads(lines[-1][len("RESULT") :])
+    return _run([python, "-c", BAMBI_SCRIPT, json.dumps(spec)], timeout)
 
 
 def main() -> None:
@@ -156,7 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name in args.models:
-        rows.append({"model": name, "tool": "bayesglmm", **ours(name)})
+        rows.append({"model": name, "tool": "bayesglmm", **ours(name, args.timeout)})
         print(rows[-1], flush=True)
         for sampler in args.samplers:
             rows.append(
