@@ -1,14 +1,20 @@
-"""Simulation-based calibration (Talts et al. 2018) of three bayesglmm models.
+"""Simulation-based calibration (Talts et al. 2018) of four bayesglmm models.
 
 For each model, data are drawn ``reps`` times from the prior predictive
 distribution of a fixed design (explicit priors, so that nothing depends on
-the simulated response), the package's PyMC model is fitted to each data set
-with NUTS (nutpie, compiled once; the response container is swapped per
-replication, as ``GLMM.fit`` would build the same graph), and the rank of every true parameter among L = 99
-thinned posterior draws is recorded.  If the fits are calibrated the ranks are
-uniform on 0..99; the script writes rank histograms (10 bins) to
-``docs/figures/sbc_<model>.png``, a chi-square uniformity test per parameter
-to ``docs/sbc.md``, and the raw ranks to ``bench/results/sbc_<model>.csv``.
+the simulated response), and each data set is fitted with NUTS (nutpie,
+compiled once, the response container swapped per replication).  The model
+sampled is the one ``GLMM.fit`` samples: gaussian random effects integrated
+out, otherwise the sampling model with its partial centring and nested pairs
+(:mod:`bayesglmm.parameterization`).  ``fit`` takes the centring weights from
+the data; here they come from the first replication's data and serve every
+replication, which is exact (any fixed weights give the same posterior) and
+makes SBC check the reparameterisations themselves.  Rows are not collapsed.
+The rank of every true parameter among L = 99 thinned posterior draws is
+recorded.  If the fits are calibrated the ranks are uniform on 0..99; the
+script writes rank histograms (10 bins) to ``docs/figures/sbc_<model>.png`` and
+the raw ranks to ``bench/results/sbc_<model>.csv``, and prints a chi-square
+uniformity test per parameter (copied into ``docs/sbc.md``).
 
 Run: ``python bench/sbc.py --reps 200`` (about an hour on 2 cores).
 """
@@ -36,10 +42,12 @@ L = 99  # posterior draws per rank (thinned): ranks lie in 0..L
 BINS = 10
 
 
-def _design(n_groups: int, per_group: int, seed: int) -> pd.DataFrame:
+def _design(n_groups: int, per_group: int, seed: int, children: int = 1) -> pd.DataFrame:
+    """``n_groups`` groups ``g`` of ``per_group`` rows, each split into ``children`` units ``u``."""
     rng = np.random.default_rng(seed)
     g = np.repeat([f"g{j:02d}" for j in range(n_groups)], per_group)
-    return pd.DataFrame({"x": rng.normal(size=g.size), "g": g})
+    u = np.tile(np.arange(per_group) % children, n_groups)
+    return pd.DataFrame({"x": rng.normal(size=g.size), "g": g, "u": [f"u{k}" for k in u]})
 
 
 MODELS = {
@@ -70,6 +78,13 @@ MODELS = {
         "priors": {"Intercept": bg.normal(1, 0.5), "b": bg.normal(0, 0.5), "sd": bg.exponential(2)},
         "placeholder": lambda n: np.arange(n) % 3,
     },
+    "poisson_nested": {
+        "formula": "y ~ x + (1 | g/u)",
+        "family": "poisson",
+        "design": (16, 6, 2),
+        "priors": {"Intercept": bg.normal(1, 0.5), "b": bg.normal(0, 0.5), "sd": bg.exponential(2)},
+        "placeholder": lambda n: np.arange(n) % 3,
+    },
 }
 
 
@@ -97,8 +112,14 @@ def run_model(name: str, spec: dict, reps: int, seed: int) -> pd.DataFrame:
     template = bg.GLMM(spec["formula"], frame, family=spec["family"], priors=spec["priors"])
     prior = template.sample_prior_predictive(draws=reps, random_seed=seed)
     y = prior.prior_predictive["y"].values[0]
-    # the model GLMM.fit samples: gaussian random effects integrated out exactly
-    target = template.marginal_model() if template._use_marginal("auto") else template.pymc_model
+    first = bg.GLMM(spec["formula"], frame.assign(y=y[0]), family=spec["family"], priors=spec["priors"])
+    if first._use_marginal("auto"):
+        target = first.marginal_model()
+    else:
+        target = first.sampling_model(reduce=False)
+        weights = {k: f"{np.min(w):.2f}-{np.max(w):.2f}" for k, w in first.centring().items()}
+        pairs = [f"{p.parent}>{p.child}" for p in first.nested_pairs()]
+        print(f"{name}: centring weights {weights or 'none'}, nested pairs {pairs or 'none'}", flush=True)
     keep = [v.name for v in target.free_RVs]
     keep += [v.name for v in target.deterministics if v.name.startswith(("fixef", "sd_", "cor_"))]
     compiled = nutpie.compile_pymc_model(target, var_names=keep)
