@@ -176,6 +176,16 @@ def test_default_target_accept(effects, weights, default):
     assert choose_target_accept(chosen, effects, centring).target_accept == 0.9
 
 
+def test_nested_pairs_target_accept():
+    """0.98 with nested pairs while effects are sampled; an explicit choice and marginal models are untouched."""
+    from bayesglmm.fit import choose_target_accept, make_config
+
+    assert choose_target_accept(make_config(random_seed=1), 18, {}, nested=True).target_accept == 0.98
+    assert choose_target_accept(make_config(random_seed=1), 0, {}, nested=True).target_accept == 0.8
+    chosen = make_config(random_seed=1, target_accept=0.9)
+    assert choose_target_accept(chosen, 18, {}, nested=True).target_accept == 0.9
+
+
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
 def test_other_samplers(data, sampler):
     if sampler == "numpyro":

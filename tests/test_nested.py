@@ -123,6 +123,7 @@ def test_nested_fit_stores_the_non_centred_variables():
     post = res.idata.posterior
     assert res.idata.attrs["nested_pairs"] == f"{pair.parent}>{pair.child}"
     assert plain.idata.attrs["nested_pairs"] == ""
+    assert res.idata.attrs["target_accept"] == 0.98 and plain.idata.attrs["target_accept"] == 0.95
     assert set(post.data_vars) == set(plain.idata.posterior.data_vars)
     for name in (pair.parent, pair.child):
         np.testing.assert_allclose(post[f"z_{name}"] * post[f"sd_{name}"], post[f"r_{name}"], rtol=1e-10)
