@@ -58,12 +58,7 @@ TARGET_ACCEPT_NO_EFFECTS = 0.8
 #: divergences, and 1057 / 1021 / 1322 from draws at 0.98 with none (R-hat <= 1.004);
 #: on six simulated data sets of grouseticks' structure (direct PyMC models) min ESS
 #: rose in five (294 -> 696, 170 -> 559, 141 -> 1047, 157 -> 317, 198 -> 286, the last
-#: with one divergence) and fell in one (1591 -> 738).  PyMC's NUTS also adapts from
-#: the draws wherever a funnel remains (:func:`adapt_from_draws`): Contraception (seeds
-#: 1-3) min ESS 425 / 634 / 549 -> 1137 / 718 / 1212 (R-hat <= 1.008), cbpp (seeds 1-2)
-#: 3239 / 3211 -> 3866 / 3770, a simulated gamma GLMM (30 groups of 10, SD 0.5) 778 / 1101
-#: -> 929 / 984; all without divergences.  Gradient-based adaptation is kept for nutpie
-#: without nested pairs (VerbAgg, InstEval), where the draws' scheme was not measured.
+#: with one divergence) and fell in one (1591 -> 738).
 TARGET_ACCEPT_NESTED = 0.98
 DRAW_MASS_MATRIX = True
 CENTRED_ENOUGH = 0.5
@@ -158,28 +153,9 @@ def choose_target_accept(
         return cfg
     if nested and effects > 0:
         return replace(cfg, target_accept=TARGET_ACCEPT_NESTED)
-    funnel = has_funnel(effects, centring)
-    return replace(cfg, target_accept=TARGET_ACCEPT_EFFECTS if funnel else TARGET_ACCEPT_NO_EFFECTS)
-
-
-def has_funnel(effects: int, centring: Mapping[str, np.ndarray]) -> bool:
-    """Whether random effects are sampled and not all at least ``CENTRED_ENOUGH`` centred."""
     centred = bool(centring) and min(float(np.min(c)) for c in centring.values()) >= CENTRED_ENOUGH
-    return effects > 0 and not centred
-
-
-def adapt_from_draws(sampler: str, effects: int, centring: Mapping[str, np.ndarray], nested: bool) -> bool:
-    """Whether NUTS adapts its mass matrix from the draws' variances (see ``DRAW_MASS_MATRIX``).
-
-    With nested pairs for nutpie and PyMC, and wherever a funnel remains
-    (:func:`has_funnel`) for PyMC; the other fits keep the gradient-based
-    adaptation.  NumPyro always adapts from the draws.
-    """
-    if not DRAW_MASS_MATRIX:
-        return False
-    if nested and effects > 0:
-        return sampler in ("nutpie", "pymc")
-    return sampler == "pymc" and has_funnel(effects, centring)
+    funnel = effects > 0 and not centred
+    return replace(cfg, target_accept=TARGET_ACCEPT_EFFECTS if funnel else TARGET_ACCEPT_NO_EFFECTS)
 
 
 def blas_threads(cores: int) -> int:
@@ -230,9 +206,10 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (),
 
 
 def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = False):
-    # Without ``draw_mass`` PyMC's NUTS adapts its mass matrix from gradients as well as
-    # draws (nutpie's scheme); session 7 chose it for a simulated gamma GLMM (seeds 1, 2:
-    # R-hat 1.004 / 1.009 against 1.018 / 1.014 from the draws).
+    # PyMC's NUTS adapts its mass matrix from gradients as well as draws (nutpie's
+    # scheme); on a simulated gamma GLMM (seeds 1, 2) R-hat 1.004 / 1.009 against
+    # 1.018 / 1.014 with the default adaptation.  ESS on the reference models moved
+    # both ways.
     kwargs = {"init": "jitter+adapt_diag" if draw_mass else "jitter+adapt_diag_grad"}
     if cfg.sampler == "numpyro":
         try:
@@ -296,7 +273,7 @@ def sample(
     centring = centring or {}
     cfg = choose_sampler(cfg, _rows(target), columns, effects)
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested))
-    draw_mass = adapt_from_draws(cfg.sampler, effects, centring, bool(nested))
+    draw_mass = DRAW_MASS_MATRIX and bool(nested) and cfg.sampler == "nutpie"
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -186,24 +186,6 @@ def test_nested_pairs_target_accept():
     assert choose_target_accept(chosen, 18, {}, nested=True).target_accept == 0.9
 
 
-@pytest.mark.parametrize(
-    "sampler, effects, weights, nested, expected",
-    [
-        ("pymc", 18, None, False, True),  # non-centred: a funnel
-        ("pymc", 18, 0.6, False, False),  # centred enough
-        ("pymc", 0, None, False, False),  # integrated out
-        ("nutpie", 18, None, False, False),  # not measured: gradients kept
-        ("nutpie", 18, None, True, True),  # nested pairs
-        ("numpyro", 18, None, True, False),  # NumPyro has its own (draw-based) scheme
-    ],
-)
-def test_mass_matrix_adapted_from_draws(sampler, effects, weights, nested, expected):
-    from bayesglmm.fit import adapt_from_draws
-
-    centring = {} if weights is None else {"g": np.full((3, 1), weights)}
-    assert adapt_from_draws(sampler, effects, centring, nested) is expected
-
-
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
 def test_other_samplers(data, sampler):
     if sampler == "numpyro":
