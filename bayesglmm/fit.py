@@ -52,7 +52,7 @@ TARGET_ACCEPT_EFFECTS = 0.95
 TARGET_ACCEPT_NO_EFFECTS = 0.8
 #: ... and with nested random intercepts sampled through their parents' totals
 #: (:func:`~bayesglmm.parameterization.nested_pairs`), whose nutpie fits adapt the mass
-#: matrix from the draws' variances (``DRAW_MASS_MATRIX``) rather than from gradients.
+#: matrix from the draws' variances rather than from gradients.
 #: Single fits, not bench/: grouseticks (seeds 1-3) min bulk ESS 543 / 589 / 443 with
 #: gradients at 0.95, 895 / 1026 / 991 from draws at 0.95 but with 1 / 32 / 7
 #: divergences, and 1057 / 1021 / 1322 from draws at 0.98 with none (R-hat <= 1.004);
@@ -60,7 +60,6 @@ TARGET_ACCEPT_NO_EFFECTS = 0.8
 #: rose in five (294 -> 696, 170 -> 559, 141 -> 1047, 157 -> 317, 198 -> 286, the last
 #: with one divergence) and fell in one (1591 -> 738).
 TARGET_ACCEPT_NESTED = 0.98
-DRAW_MASS_MATRIX = True
 CENTRED_ENOUGH = 0.5
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -205,12 +204,12 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (),
     )
 
 
-def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = False):
-    # Unless ``draw_mass``, PyMC's NUTS adapts its mass matrix from gradients as well as
-    # draws (nutpie's scheme); on a simulated gamma GLMM (seeds 1, 2) R-hat 1.004 / 1.009 against
+def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
+    # PyMC's NUTS adapts its mass matrix from gradients as well as draws (nutpie's
+    # scheme); on a simulated gamma GLMM (seeds 1, 2) R-hat 1.004 / 1.009 against
     # 1.018 / 1.014 with the default adaptation.  ESS on the reference models moved
     # both ways.
-    kwargs = {"init": "jitter+adapt_diag" if draw_mass else "jitter+adapt_diag_grad"}
+    kwargs = {"init": "jitter+adapt_diag_grad"}
     if cfg.sampler == "numpyro":
         try:
             import numpyro  # noqa: F401
@@ -273,15 +272,17 @@ def sample(
     centring = centring or {}
     cfg = choose_sampler(cfg, _rows(target), columns, effects)
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested))
-    draw_mass = DRAW_MASS_MATRIX and bool(nested) and cfg.sampler == "nutpie"
+    draw_mass = bool(nested) and cfg.sampler == "nutpie"
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-        run = _sample_nutpie if cfg.sampler == "nutpie" else _sample_pymc
         with threadpool_limits(blas_threads(cfg.cores), user_api="blas"):
-            idata = run(target, cfg, later, draw_mass)
+            if cfg.sampler == "nutpie":
+                idata = _sample_nutpie(target, cfg, later, draw_mass)
+            else:
+                idata = _sample_pymc(target, cfg, later)
         if marginal:
             seed = int(np.random.SeedSequence([cfg.random_seed, 1]).generate_state(1)[0])
             complete_posterior(idata, target, model, design, seed)

@@ -156,6 +156,12 @@ def _block_effects(
     anchor = centring * anchor
     w = pm.Normal(f"w_{block.name}", anchor, scale**centring, dims=dims)
     effects = (w - anchor) * scale ** (1.0 - centring)
+    return _stored_effects(block, effects, scale)
+
+
+def _stored_effects(block: GroupBlock, effects: pt.TensorVariable, scale) -> pt.TensorVariable:
+    """Record ``z = r / sd`` and ``r`` of a reparameterised block, as the non-centred model holds them."""
+    dims = (block.group, term_dim(block))
     pm.Deterministic(f"z_{block.name}", effects / scale, dims=dims)
     return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
 
@@ -203,14 +209,11 @@ def _nested_effects(
     k = np.bincount(pair.parent_of, minlength=len(parent.levels)).astype(float)[:, None]
     d_mean = pt.inc_subtensor(pt.zeros((len(parent.levels), 1))[pair.parent_of], d) / k
     var = sd_p**2 + sd_c**2 / k
-    total = pt.sqrt(var) * t
-    u = sd_p**2 / var * total + sd_p * sd_c / pt.sqrt(var) * d_mean
+    s = pt.sqrt(var)
+    total = s * t
+    u = sd_p**2 / var * total + sd_p * sd_c / s * d_mean
     v = sd_c * (d - d_mean[pair.parent_of]) + (total - u)[pair.parent_of]
-    for block, effects, sd in ((parent, u, sd_p), (child, v, sd_c)):
-        dims = (block.group, term_dim(block))
-        pm.Deterministic(f"z_{block.name}", effects / sd, dims=dims)
-        pm.Deterministic(f"r_{block.name}", effects, dims=dims)
-    return u, v
+    return _stored_effects(parent, u, sd_p), _stored_effects(child, v, sd_c)
 
 
 def _random_part(
