@@ -35,9 +35,23 @@ SAMPLERS = ("auto", "nutpie", "pymc", "numpyro")
 #: make each step dearer and many parameters make the trajectories longer.  The thresholds
 #: come from single default fits (seed 1) of the reference models with both samplers,
 #: not from bench/: grouseticks (584 effects) and VerbAgg (7584 rows) ran faster with
-#: nutpie, cbpp, sleepstudy and Contraception (1934 rows x 8 columns) with PyMC.
+#: nutpie, cbpp, sleepstudy and Contraception (1934 rows x 8 columns) with PyMC (which
+#: Contraception no longer uses: see below).
 AUTO_NUTPIE_WORK = 30_000
 AUTO_NUTPIE_EFFECTS = 250
+# Whatever their size, models whose correlated blocks are sampled (not integrated out)
+# go to nutpie, with the mass matrix adapted from the draws' variances (Stan's
+# scheme) rather than from gradients: the SD of a slope and the Cholesky factor of
+# its block form a funnel that the gradient-based estimate adapts to badly.
+# Single default fits (target_accept 0.95), not bench/, min bulk ESS, all on the
+# slope's SD: Contraception (seeds 1-4) 425 / 634 / 549 / 539 with PyMC's NUTS
+# (R-hat 1.0102 at seed 1), 1285 / 1484 / 1197 / 1119 with nutpie from draws (R-hat
+# <= 1.003) in the same time (22-26 s against 20-25 s); two simulated logistic
+# models with a correlated slope (50 groups x 30 rows, seeds 1-3): PyMC 712 / 755 /
+# 764 and 449 / 453 / 248 (R-hat 1.016), nutpie from gradients 683 / 766 / 695 and
+# 419 / 318 / 393 (R-hat up to 1.013), nutpie from draws 1207 / 1051 / 1161 and
+# 758 / 828 / 755 (R-hat <= 1.005).  PyMC's own draw-based adaptation is not
+# enough: one of those fits stuck (ESS 13, R-hat 1.24).
 #: Default NUTS target acceptance while random effects are sampled: rstanarm's for GLMMs
 #: (hierarchical posteriors have funnels, and fewer divergences are worth the longer
 #: trajectories).
@@ -122,11 +136,12 @@ def make_config(
     )
 
 
-def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> FitConfig:
+def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int, correlated: bool = False) -> FitConfig:
     """Resolve ``sampler="auto"`` for a model of ``rows`` × ``columns`` with ``effects`` sampled random effects.
 
-    See ``AUTO_NUTPIE_WORK``; nutpie is chosen only when it is installed; any
-    explicit choice is kept.
+    See ``AUTO_NUTPIE_WORK``; ``correlated``: the model samples a correlated
+    block (see the comment below ``AUTO_NUTPIE_EFFECTS``).  nutpie is chosen only when it is
+    installed; any explicit choice is kept.
     """
     if cfg.sampler != "auto":
         return cfg
@@ -135,7 +150,7 @@ def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> Fit
     except ImportError:
         return replace(cfg, sampler="pymc")
     large = rows * columns >= AUTO_NUTPIE_WORK or effects >= AUTO_NUTPIE_EFFECTS
-    return replace(cfg, sampler="nutpie" if large else "pymc")
+    return replace(cfg, sampler="nutpie" if large or correlated else "pymc")
 
 
 def choose_target_accept(
@@ -168,13 +183,14 @@ def blas_threads(cores: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(cores, 1))
 
 
-def _size(design: Design | None, marginal: bool) -> tuple[int, int]:
-    """(linear-predictor columns, sampled random effects) of a design."""
+def _size(design: Design | None, marginal: bool) -> tuple[int, int, bool]:
+    """(linear-predictor columns, sampled random effects, a correlated block sampled) of a design."""
     if design is None:
-        return 1, 0
+        return 1, 0, False
     columns = design.fixed.X.shape[1] + sum(len(b.terms) for b in design.blocks)
     effects = 0 if marginal else sum(len(b.levels) * len(b.terms) for b in design.blocks)
-    return columns, effects
+    correlated = not marginal and any(b.correlated for b in design.blocks)
+    return columns, effects, correlated
 
 
 def _stored_names(model: pm.Model, later: tuple[str, ...] = ()) -> list[str]:
@@ -268,11 +284,11 @@ def sample(
     target = model if target is None else target
     marginal = OBSERVED not in target.named_vars
     later = tuple(effect_draw_names(design)) if marginal else ()
-    columns, effects = _size(design, marginal)
+    columns, effects, correlated = _size(design, marginal)
     centring = centring or {}
-    cfg = choose_sampler(cfg, _rows(target), columns, effects)
+    cfg = choose_sampler(cfg, _rows(target), columns, effects, correlated)
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested))
-    draw_mass = bool(nested) and cfg.sampler == "nutpie"
+    draw_mass = (bool(nested) or correlated) and cfg.sampler == "nutpie"
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -218,8 +218,9 @@ class GLMM:
             NumPyro/JAX (``pip install 'bayesglmm[fast]'``).  ``"auto"`` takes
             PyMC's for small models, where nutpie's 10-25 s of compilation
             would dominate, and nutpie from 30,000 rows × linear-predictor
-            columns or 250 sampled random effects on
-            (:func:`bayesglmm.fit.choose_sampler`); the choice is recorded in
+            columns or 250 sampled random effects on, and for any model that
+            samples a correlated block, with the mass matrix adapted from the
+            draws (:func:`bayesglmm.fit.choose_sampler`); the choice is recorded in
             ``res.idata.attrs["sampler"]``.
         progressbar : bool
         marginalize : {"auto", True, False}

@@ -162,6 +162,16 @@ def test_auto_sampler_by_size(rows, columns, effects, chosen):
     assert choose_sampler(make_config(random_seed=1, sampler="numpyro"), rows, columns, effects).sampler == "numpyro"
 
 
+def test_auto_sampler_for_correlated_blocks():
+    """A sampled correlated block goes to nutpie whatever the size; an explicit choice is kept."""
+    from bayesglmm.fit import choose_sampler, make_config
+
+    assert choose_sampler(make_config(random_seed=1), 1934, 8, 120, correlated=True).sampler == "nutpie"
+    assert choose_sampler(make_config(random_seed=1), 1934, 8, 120, correlated=False).sampler == "pymc"
+    explicit = make_config(random_seed=1, sampler="pymc")
+    assert choose_sampler(explicit, 1934, 8, 120, correlated=True).sampler == "pymc"
+
+
 @pytest.mark.parametrize(
     "effects, weights, default",
     [(0, None, 0.8), (18, None, 0.95), (18, [0.0, 0.9], 0.95), (18, [0.49, 0.9], 0.95), (18, [0.5, 0.9], 0.8)],
