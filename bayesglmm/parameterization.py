@@ -21,7 +21,8 @@ the rule used here (Gorinova, Moore & Hoffman 2020 learn the same weights by
 variational inference).  ``I_j = Σ_i w_i Z_ij²`` sums the working (Fisher) weights
 of the level's rows in the GLM without random effects (a few IRLS steps,
 :func:`working_fit`): ``n p(1 - p)`` for a logit-link binomial or bernoulli, ``μ``
-for a log-link poisson, ``1 / s²`` for a gaussian.  ``σ`` is a deliberately low
+for a log-link poisson, ``μ / (1 + μ/α)`` for a log-link negative binomial, the
+shape ``α`` for a log-link gamma, ``1 / s²`` for a gaussian.  ``σ`` is a deliberately low
 guess from the data (:func:`level_sd`): the moment estimate of the SD from the
 levels' one-step estimates ``Σ w Z r / I_j`` (working residuals ``r``), less two
 of its standard errors.  Erring low matters: where ``σ`` is small (few levels, or
@@ -60,27 +61,55 @@ from .design import Design, GroupBlock
 from .families import Family, Link
 
 #: (family, link) pairs the rule knows the working weights of.
-SUPPORTED = {("gaussian", "identity"), ("bernoulli", "logit"), ("binomial", "logit"), ("poisson", "log")}
+SUPPORTED = {
+    ("gaussian", "identity"),
+    ("bernoulli", "logit"),
+    ("binomial", "logit"),
+    ("poisson", "log"),
+    ("negativebinomial", "log"),
+    ("gamma", "log"),
+}
+#: Families whose supported link is the log: the offset enters ``eta``, the working
+#: residual is ``(y - μ) / μ``.
+LOG_FAMILIES = ("poisson", "negativebinomial", "gamma")
 
 
 def _irls_start(design: Design, family: Family) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, trials or exposure offset, starting eta) of the fixed-effects-only GLM."""
     y = np.asarray(design.y, dtype=float)
-    if family.name == "poisson":
+    if family.name in LOG_FAMILIES:
         offset = np.zeros_like(y) if design.offset is None else np.asarray(design.offset, dtype=float)
-        return y, offset, np.log(y + 0.5) - offset
+        return y, offset, np.log(y if family.name == "gamma" else y + 0.5) - offset
     n = np.ones_like(y) if design.trials is None else np.asarray(design.trials, dtype=float)
     return y, n, np.log((y + 0.5) / (n - y + 0.5))
 
 
 def _working(family: Family, y: np.ndarray, aux: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fisher weights of eta and working residuals ``(y - μ) / w`` at ``eta``."""
-    if family.name == "poisson":
+    if family.name in LOG_FAMILIES:
         mu = np.exp(np.clip(eta + aux, -30.0, 30.0))
-        return mu, (y - mu) / mu
+        return _log_link_weights(family, y, mu), (y - mu) / mu
     p = 1.0 / (1.0 + np.exp(-np.clip(eta, -15.0, 15.0)))
     w = aux * p * (1.0 - p)
     return w, (y - aux * p) / w
+
+
+def _log_link_weights(family: Family, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Fisher weights ``μ² / Var(y)`` of a log-link family at ``μ``.
+
+    poisson ``μ``; gamma its shape ``α`` (``Var = μ² / α``); negative binomial
+    ``μ / (1 + μ / α)`` (``Var = μ + μ² / α``).  ``α`` comes from the moments of
+    the residuals of the GLM without random effects, which also hold the random
+    effects' variance: ``α`` is underestimated, the weights too, and the
+    centring errs towards the non-centred form, the safe side (see
+    :func:`level_sd`).
+    """
+    if family.name == "poisson":
+        return mu
+    if family.name == "gamma":
+        return np.full_like(mu, 1.0 / max(float(np.mean(((y - mu) / mu) ** 2)), 1e-12))
+    inverse_alpha = max(float(np.sum((y - mu) ** 2 - mu) / np.sum(mu**2)), 0.0)
+    return mu / (1.0 + mu * inverse_alpha)
 
 
 def working_fit(

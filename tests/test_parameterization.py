@@ -22,6 +22,7 @@ def _frame(seed=3, groups=40):
         {
             "y": rng.binomial(1, 1 / (1 + np.exp(-eta))),
             "count": rng.poisson(np.exp(eta)),
+            "amount": rng.gamma(4.0, np.exp(eta) / 4.0),
             "x": x,
             "ses": school_ses[g],
             "school": g.astype(str),
@@ -95,6 +96,22 @@ def test_rule_leaves_nested_correlated_and_other_families_non_centred():
     assert [w.shape for w in weights.values()] == [(40, 2)]
 
 
+@pytest.mark.parametrize("family", ["gamma", "negativebinomial"])
+def test_log_link_weights_use_the_dispersion(family):
+    """Fisher weights μ²/Var(y): the gamma's shape; μ / (1 + μ/α) for the negative binomial."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=20_000)
+    mu = np.exp(0.5 + 0.4 * x)
+    y = rng.gamma(4.0, mu / 4.0) if family == "gamma" else rng.negative_binomial(3.0, 3.0 / (3.0 + mu))
+    df = pd.DataFrame({"y": y, "x": x, "g": np.arange(x.size) % 50})
+    model = bg.GLMM("y ~ x + (1 | g)", df, family=family)
+    weights, residuals = working_fit(model.design, model.family, model.link)
+    expected = np.full_like(mu, 4.0) if family == "gamma" else mu / (1 + mu / 3.0)
+    np.testing.assert_allclose(weights, expected, rtol=0.06)
+    np.testing.assert_allclose(np.mean(residuals), 0.0, atol=0.02)
+    assert set(centring(model.design, model.family, model.link)) == {"g"}
+
+
 def test_level_covariates_are_the_columns_constant_within_levels():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
@@ -109,7 +126,11 @@ def test_level_covariates_are_the_columns_constant_within_levels():
 
 @pytest.mark.parametrize(
     ("formula", "family"),
-    [("y ~ x + ses + (1 | school)", "bernoulli"), ("count ~ x + (1 + x || school)", "poisson")],
+    [
+        ("y ~ x + ses + (1 | school)", "bernoulli"),
+        ("count ~ x + (1 + x || school)", "poisson"),
+        ("amount ~ x + (1 | school)", "gamma"),
+    ],
 )
 def test_sampling_model_has_the_same_posterior(formula, family):
     """logp(w) = logp(z(w)) + log|dz/dw|, with dz/dw = sd^(-c): one density, two coordinates."""
