@@ -35,8 +35,8 @@ SAMPLERS = ("auto", "nutpie", "pymc", "numpyro")
 #: make each step dearer and many parameters make the trajectories longer.  The thresholds
 #: come from single default fits (seed 1) of the reference models with both samplers,
 #: not from bench/: grouseticks (584 effects) and VerbAgg (7584 rows) ran faster with
-#: nutpie, cbpp, sleepstudy and Contraception (1934 rows x 8 columns) with PyMC (which
-#: Contraception no longer uses: see below).
+#: nutpie, cbpp, sleepstudy and Contraception (1934 rows x 8 columns) with PyMC
+#: (Contraception now goes to nutpie for its correlated block: see below).
 AUTO_NUTPIE_WORK = 30_000
 AUTO_NUTPIE_EFFECTS = 250
 # Whatever their size, models whose correlated blocks are sampled (not integrated out)
