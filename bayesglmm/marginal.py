@@ -67,7 +67,7 @@ def _group_sums(block: GroupBlock, r: pt.TensorVariable) -> pt.TensorVariable:
     J = len(block.levels)
     columns = []
     for t in range(len(block.terms)):
-        values = r if np.all(block.Z[:, t] == 1.0) else pt.as_tensor(block.Z[:, t]) * r
+        values = r if np.all(block.Z[:, t] == 1.0) else pt.as_tensor(np.ascontiguousarray(block.Z[:, t])) * r
         columns.append(pt.inc_subtensor(pt.zeros(J)[block.idx], values))
     return pt.stack(columns, axis=1)
 
@@ -139,7 +139,7 @@ def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
     for a, (Ja, ka), sa in zip(design.blocks, sizes, starts):
         row = []
         for b, (Jb, kb), sb in zip(design.blocks, sizes, starts):
-            Kab = pt.as_tensor(K[sa : sa + Ja * ka, sb : sb + Jb * kb].reshape(Ja, ka, Jb, kb))
+            Kab = pt.as_tensor(np.ascontiguousarray(K[sa : sa + Ja * ka, sb : sb + Jb * kb].reshape(Ja, ka, Jb, kb)))
             left = pt.tensordot(Ls[a.name], Kab, axes=[[0], [1]])  # (ka', Ja, Jb, kb)
             both = pt.tensordot(left, Ls[b.name], axes=[[3], [0]])  # (ka', Ja, Jb, kb')
             row.append(both.dimshuffle(1, 0, 2, 3).reshape((Ja * ka, Jb * kb)))
