@@ -20,7 +20,8 @@ With a Gaussian approximation to the likelihood of level ``j`` with precision
 the rule used here (Gorinova, Moore & Hoffman 2020 learn the same weights by
 variational inference).  ``I_j = Σ_i w_i Z_ij²`` sums the working (Fisher) weights
 of the level's rows in the GLM without random effects (a few IRLS steps,
-:func:`working_fit`): ``n p(1 - p)`` for a logit-link binomial or bernoulli, ``μ``
+:func:`working_fit`): ``n p(1 - p)`` for a logit-link binomial or bernoulli
+(``n μ'(η)² / (μ(1 - μ))`` with the probit and complementary log-log links), ``μ``
 for a log-link poisson, ``μ / (1 + μ/α)`` for a log-link negative binomial, the
 shape ``α`` for a log-link gamma, ``1 / s²`` for a gaussian.  ``σ`` is a deliberately low
 guess from the data (:func:`level_sd`): the moment estimate of the SD from the
@@ -56,6 +57,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special, stats
 
 from .design import Design, GroupBlock
 from .families import Family, Link
@@ -64,7 +66,11 @@ from .families import Family, Link
 SUPPORTED = {
     ("gaussian", "identity"),
     ("bernoulli", "logit"),
+    ("bernoulli", "probit"),
+    ("bernoulli", "cloglog"),
     ("binomial", "logit"),
+    ("binomial", "probit"),
+    ("binomial", "cloglog"),
     ("poisson", "log"),
     ("negativebinomial", "log"),
     ("gamma", "log"),
@@ -74,24 +80,41 @@ SUPPORTED = {
 LOG_FAMILIES = ("poisson", "negativebinomial", "gamma")
 
 
-def _irls_start(design: Design, family: Family) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _irls_start(design: Design, family: Family, link: Link) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, trials or exposure offset, starting eta) of the fixed-effects-only GLM."""
     y = np.asarray(design.y, dtype=float)
     if family.name in LOG_FAMILIES:
         offset = np.zeros_like(y) if design.offset is None else np.asarray(design.offset, dtype=float)
         return y, offset, np.log(y if family.name == "gamma" else y + 0.5) - offset
     n = np.ones_like(y) if design.trials is None else np.asarray(design.trials, dtype=float)
-    return y, n, np.log((y + 0.5) / (n - y + 0.5))
+    return y, n, link.forward_np((y + 0.5) / (n + 1.0))
 
 
-def _working(family: Family, y: np.ndarray, aux: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher weights of eta and working residuals ``(y - μ) / w`` at ``eta``."""
+#: dμ/dη of the binary links (R's ``mu.eta``), and the range of η the working fit
+#: keeps to (beyond it μ is within about 1e-7 of 0 or 1 and the weights vanish).
+MU_ETA = {
+    "logit": (lambda e: special.expit(e) * special.expit(-e), (-15.0, 15.0)),
+    "probit": (stats.norm.pdf, (-5.5, 5.5)),
+    "cloglog": (lambda e: np.exp(e - np.exp(e)), (-15.0, 2.8)),
+}
+
+
+def _working(
+    family: Family, link: Link, y: np.ndarray, aux: np.ndarray, eta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher weights of eta and working residuals ``(y - μ) / w`` at ``eta``.
+
+    Binary links: ``w = n μ'(η)² / (μ (1 - μ))``, residual ``(y/n - μ) / μ'(η)``
+    (``n p (1 - p)`` and ``(y - n p) / w`` for the logit).
+    """
     if family.name in LOG_FAMILIES:
         mu = np.exp(np.clip(eta + aux, -30.0, 30.0))
         return _log_link_weights(family, y, mu), (y - mu) / mu
-    p = 1.0 / (1.0 + np.exp(-np.clip(eta, -15.0, 15.0)))
-    w = aux * p * (1.0 - p)
-    return w, (y - aux * p) / w
+    derivative, (low, high) = MU_ETA[link.name]
+    eta = np.clip(eta, low, high)
+    p, dp = link.inverse_np(eta), derivative(eta)
+    w = aux * dp**2 / (p * (1.0 - p))
+    return w, (y / aux - p) / dp
 
 
 def _log_link_weights(family: Family, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -128,12 +151,12 @@ def working_fit(
         y = np.asarray(design.y, dtype=float)
         resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else y - y.mean()
         return np.full(y.shape, 1.0 / max(float(np.mean(resid**2)), 1e-12)), resid
-    y, aux, eta = _irls_start(design, family)
+    y, aux, eta = _irls_start(design, family, link)
     for _ in range(iterations if X.shape[1] else 0):
-        w, r = _working(family, y, aux, eta)
+        w, r = _working(family, link, y, aux, eta)
         root = np.sqrt(w)
         eta = X @ np.linalg.lstsq(X * root[:, None], (eta + r) * root, rcond=None)[0]
-    return _working(family, y, aux, eta)
+    return _working(family, link, y, aux, eta)
 
 
 def level_sd(info: np.ndarray, deviation: np.ndarray) -> float:

@@ -6,7 +6,8 @@ import pytest
 from pytensor.graph.traversal import ancestors
 
 import bayesglmm as bg
-from bayesglmm.parameterization import centring, level_covariates, level_sd, working_fit
+from bayesglmm.families import LINKS
+from bayesglmm.parameterization import MU_ETA, centring, level_covariates, level_sd, working_fit
 
 from .conftest import short_fit
 
@@ -88,9 +89,9 @@ def test_rule_leaves_nested_correlated_and_other_families_non_centred():
     assert centring(nested.design, nested.family, nested.link) == {}
     correlated = bg.GLMM("y ~ x + (1 + x | school)", df, family="bernoulli")
     assert centring(correlated.design, correlated.family, correlated.link) == {}
-    probit = bg.GLMM("y ~ x + (1 | school)", df, family="bernoulli", link="probit")
-    assert centring(probit.design, probit.family, probit.link) == {}
-    assert probit.sampling_model() is probit.pymc_model
+    identity = bg.GLMM("amount ~ x + (1 | school)", df, family="gamma", link="identity")
+    assert centring(identity.design, identity.family, identity.link) == {}
+    assert identity.sampling_model() is identity.pymc_model
     independent = bg.GLMM("y ~ x + (1 + x || school)", df, family="bernoulli")
     weights = centring(independent.design, independent.family, independent.link)
     assert [w.shape for w in weights.values()] == [(40, 2)]
@@ -112,6 +113,23 @@ def test_log_link_weights_use_the_dispersion(family):
     assert set(centring(model.design, model.family, model.link)) == {"g"}
 
 
+@pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
+def test_binary_link_weights_are_the_fisher_weights(link):
+    """n μ'(η)² / (μ(1 - μ)) at the GLM's estimate; residuals (y/n - μ) / μ'(η) average 0."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=20_000)
+    n = rng.integers(1, 6, x.size)
+    eta = -0.4 + 0.5 * x
+    inverse, derivative = LINKS[link].inverse_np, MU_ETA[link][0]
+    df = pd.DataFrame({"y": rng.binomial(n, inverse(eta)), "n": n, "x": x, "g": np.arange(x.size) % 50})
+    model = bg.GLMM("p(y, n) ~ x + (1 | g)", df, family="binomial", link=link)
+    weights, residuals = working_fit(model.design, model.family, model.link)
+    expected = n * derivative(eta) ** 2 / (inverse(eta) * (1 - inverse(eta)))
+    np.testing.assert_allclose(weights, expected, rtol=0.06)
+    np.testing.assert_allclose(np.average(residuals, weights=weights), 0.0, atol=1e-8)
+    assert set(centring(model.design, model.family, model.link)) == {"g"}
+
+
 def test_level_covariates_are_the_columns_constant_within_levels():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
@@ -128,13 +146,16 @@ def test_level_covariates_are_the_columns_constant_within_levels():
     ("formula", "family"),
     [
         ("y ~ x + ses + (1 | school)", "bernoulli"),
+        ("y ~ x + ses + (1 | school)", ("bernoulli", "probit")),
+        ("y ~ x + ses + (1 | school)", ("bernoulli", "cloglog")),
         ("count ~ x + (1 + x || school)", "poisson"),
         ("amount ~ x + (1 | school)", "gamma"),
     ],
 )
 def test_sampling_model_has_the_same_posterior(formula, family):
     """logp(w) = logp(z(w)) + log|dz/dw|, with dz/dw = sd^(-c): one density, two coordinates."""
-    model = bg.GLMM(formula, _frame(), family=family)
+    family, link = family if isinstance(family, tuple) else (family, None)
+    model = bg.GLMM(formula, _frame(), family=family, link=link)
     full, target = model.pymc_model, model.sampling_model(reduce=False)
     (block,) = model.design.blocks
     c = centring(model.design, model.family, model.link)[block.name]
