@@ -142,6 +142,13 @@ class Family:
         """
         raise FamilyError(f"family {self.name!r} defines no variance function")
 
+    def anchor_level(self, params: dict) -> pt.TensorVariable | None:
+        """What anchors centred random intercepts in place of an intercept; None: the intercept.
+
+        See :func:`bayesglmm.model._anchors`; families without an intercept override it.
+        """
+        return None
+
     def latent_variance(
         self, link: Link, params: Mapping[str, np.ndarray], mean: np.ndarray | None = None
     ) -> np.ndarray | float:

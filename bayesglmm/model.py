@@ -171,7 +171,10 @@ def _anchors(design: Design, centring: Mapping[str, np.ndarray], internal: list)
 
     The intercept column gets ``α + x_j β`` (intercept plus the group-level
     covariates of :func:`~bayesglmm.parameterization.level_covariates`, on the
-    internal standardized scale), the other terms 0.
+    internal standardized scale), the other terms 0.  In an ordinal model ``α``
+    is minus the mean threshold (:meth:`~bayesglmm.families.Family.anchor_level`):
+    a common shift of the thresholds and the effects then leaves the likelihood
+    unchanged and moves only the anchor.
     """
     intercept, coef = internal
     fixed = design.fixed
@@ -295,9 +298,13 @@ def build_model(
             params = family.add_parameters(priors.aux, link, shift)
             add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
             return model
+        params = None
+        if centring and m == 1 and internal[0] is None:  # the thresholds anchor the effects
+            params = family.add_parameters(priors.aux, link, shift)
+            internal = [family.anchor_level(params), internal[1]]
         anchors = _anchors(design, centring or {}, internal) if m == 1 else {}
         eta = pm.Deterministic("eta", eta + _random_part(design, priors, centring or {}, anchors, nested))
-        params = family.add_parameters(priors.aux, link, shift)
+        params = family.add_parameters(priors.aux, link, shift) if params is None else params
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)
     return model

@@ -28,6 +28,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ordered
+from scipy import optimize, special, stats
 
 from .errors import ResponseError
 from .families import _BINARY_LINK_VARIANCE, CategoryFamily
@@ -105,3 +106,65 @@ class Cumulative(CategoryFamily):
 
     def latent_variance(self, link, params, mean=None):
         return _BINARY_LINK_VARIANCE[link.name]
+
+    def anchor_level(self, params):
+        """Minus the mean threshold: the level of eta that the thresholds carry instead of an intercept."""
+        return -pt.mean(params["cutpoints"])
+
+
+#: CDF and density of the latent residual, per link.
+_LATENT = {
+    "logit": (special.expit, lambda x: special.expit(x) * special.expit(-x)),
+    "probit": (stats.norm.cdf, stats.norm.pdf),
+}
+
+
+def _thresholds(theta: np.ndarray, k: int) -> np.ndarray:
+    """Ordered thresholds from ``(c_1, log(c_2 - c_1), ...)``."""
+    return theta[0] + np.concatenate([[0.0], np.cumsum(np.exp(theta[1:k]))])
+
+
+def _bounds(c: np.ndarray, y: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper and lower thresholds of each row's category, less eta (±inf at the ends)."""
+    edges = np.concatenate([[-np.inf], c, [np.inf]])
+    return edges[y + 1] - eta, edges[y] - eta
+
+
+def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher weights of eta and working residuals of the cumulative model without random effects.
+
+    Maximum likelihood for thresholds and coefficients (``X`` without an
+    intercept column; ``y`` codes 0..K-1), then per row the expected
+    information ``I = Σ_k (f(c_k - η) - f(c_{k-1} - η))² / P_k`` and the
+    residual ``score / I``, ``score = -(f(c_y - η) - f(c_{y-1} - η)) / P_y``
+    (``F``, ``f``: the link's latent CDF and density), as for the
+    binomial links of :mod:`bayesglmm.parameterization`.
+    """
+    cdf, pdf = _LATENT[link]
+    k = categories - 1
+    share = np.clip(np.cumsum(np.bincount(y, minlength=categories))[:-1] / y.size, 1e-4, 1 - 1e-4)
+    start = _inverse_cdf(link, share)
+    theta0 = np.concatenate([[start[0]], np.log(np.maximum(np.diff(start), 1e-3)), np.zeros(X.shape[1])])
+
+    def objective(theta):
+        c, beta = _thresholds(theta, k), theta[k:]
+        upper, lower = _bounds(c, y, X @ beta)
+        prob = np.maximum(cdf(upper) - cdf(lower), 1e-300)
+        fu, fl = pdf(upper) / prob, pdf(lower) / prob
+        grad_c = np.bincount(y, fl, minlength=categories)[1:] - np.bincount(y, fu, minlength=categories)[:-1]
+        tail = np.cumsum(grad_c[::-1])[::-1]
+        grad = np.concatenate([[tail[0]], np.exp(theta[1:k]) * tail[1:], X.T @ (fu - fl)])
+        return -np.sum(np.log(prob)), grad
+
+    theta = optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B").x
+    c, eta = _thresholds(theta, k), X @ theta[k:]
+    edges = np.concatenate([[-np.inf], c, [np.inf]])[None, :] - eta[:, None]
+    dens, probs = pdf(edges), np.maximum(np.diff(cdf(edges), axis=1), 1e-300)
+    info = np.sum(np.diff(dens, axis=1) ** 2 / probs, axis=1)
+    upper, lower = _bounds(c, y, eta)
+    score = -(pdf(upper) - pdf(lower)) / np.maximum(cdf(upper) - cdf(lower), 1e-300)
+    return info, score / info
+
+
+def _inverse_cdf(link: str, p: np.ndarray) -> np.ndarray:
+    return special.logit(p) if link == "logit" else stats.norm.ppf(p)

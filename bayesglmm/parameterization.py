@@ -23,8 +23,10 @@ of the level's rows in the GLM without random effects (a few IRLS steps,
 :func:`working_fit`): ``n p(1 - p)`` for a logit-link binomial or bernoulli
 (``n μ'(η)² / (μ(1 - μ))`` with the probit and complementary log-log links), ``μ``
 for a log-link poisson, ``μ / (1 + μ/α)`` for a log-link negative binomial, the
-shape ``α`` for a log-link gamma, ``1 / s²`` for a gaussian.  ``σ`` is a deliberately low
-guess from the data (:func:`level_sd`): the moment estimate of the SD from the
+shape ``α`` for a log-link gamma, ``1 / s²`` for a gaussian, and for the cumulative
+(ordinal) model the expected information of ``η`` at the thresholds' and
+coefficients' maximum-likelihood fit (:func:`~bayesglmm.ordinal.ordinal_working_fit`).
+``σ`` is a deliberately low guess from the data (:func:`level_sd`): the moment estimate of the SD from the
 levels' one-step estimates ``Σ w Z r / I_j`` (working residuals ``r``), less two
 of its standard errors.  Erring low matters: where ``σ`` is small (few levels, or
 a small SD) the posterior reaches SDs at which a centred effect has a funnel.
@@ -35,7 +37,9 @@ guess every such fit had R-hat ≤ 1.010 and, at the default ``target_accept``, 
 divergences.  Anchoring the random intercepts on
 ``m_j`` matters as much: with thousands of groups, ``α`` and the mean of the
 effects are otherwise almost collinear, and NUTS with a diagonal mass matrix
-mixes the intercept slowly.
+mixes the intercept slowly.  An ordinal model has no intercept: its thresholds
+and the mean of the effects are collinear in the same way, and minus the mean
+threshold takes the intercept's place in the anchor.
 
 The rule applies to a model only when it applies to every block; otherwise all
 blocks stay non-centred (``c = 0``, the form of earlier versions).  It does not
@@ -61,6 +65,7 @@ from scipy import special, stats
 
 from .design import Design, GroupBlock
 from .families import Family, Link
+from .ordinal import ordinal_working_fit
 
 #: (family, link) pairs the rule knows the working weights of.
 SUPPORTED = {
@@ -74,6 +79,8 @@ SUPPORTED = {
     ("poisson", "log"),
     ("negativebinomial", "log"),
     ("gamma", "log"),
+    ("cumulative", "logit"),
+    ("cumulative", "probit"),
 }
 #: Families whose supported link is the log: the offset enters ``eta``, the working
 #: residual is ``(y - μ) / μ``.
@@ -147,6 +154,9 @@ def working_fit(
     if (family.name, link.name) not in SUPPORTED or design.n_predictors != 1:
         return None
     X = design.fixed.X
+    if family.name == "cumulative":
+        y = np.asarray(design.y, dtype=int)
+        return ordinal_working_fit(y, design.fixed.standardized(X), len(family.values), link.name)
     if family.name == "gaussian":
         y = np.asarray(design.y, dtype=float)
         resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else y - y.mean()

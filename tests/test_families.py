@@ -144,9 +144,11 @@ def test_ordinal_matches_quadrature_ml():
     for name, value in estimates.items():
         assert abs(s.loc[name, "mean"] - value) <= 0.35 * s.loc[name, "sd"], (name, s.loc[name, "mean"], value)
     assert s.loc["sd(Intercept|id)", "mean"] == pytest.approx(ml["sd"], rel=0.1)
-    # Known gap (issue 5 note): 316 informative persons make the thresholds and the mean of the
-    # non-centred person effects mix slowly; measured max R-hat 1.012-1.014 (thresholds, Anger).
-    assert s["r_hat"].max() <= 1.02 and res.diagnostics["divergences"] == 0
+    # 316 informative persons: non-centred, the thresholds and the mean of the person effects
+    # mixed slowly (max R-hat 1.012-1.014, min ESS 801); partially centred and anchored on the
+    # thresholds, min ESS 6363 at seed 1 (R-hat 1.002)
+    assert s["r_hat"].max() <= 1.01 and res.diagnostics["divergences"] == 0
+    assert s["ess_bulk"].min() >= 2000 and res.idata.attrs["centred_blocks"] == "id"
     # marginal predictions: probabilities over the three categories sum to one, per row and draw
     probs = res.predict(df.head(20), marginal=True, summary=False)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-9)

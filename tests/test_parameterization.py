@@ -30,6 +30,7 @@ def _frame(seed=3, groups=40):
             "pupil": np.arange(g.size).astype(str),
             "class": (g * 2 + rng.integers(0, 2, g.size)).astype(str),
             "rater": rng.integers(0, 10, g.size).astype(str),
+            "grade": np.digitize(eta + rng.logistic(size=g.size), [-1.0, 0.0, 1.0]),
         }
     )
 
@@ -130,6 +131,24 @@ def test_binary_link_weights_are_the_fisher_weights(link):
     assert set(centring(model.design, model.family, model.link)) == {"g"}
 
 
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_ordinal_weights_are_the_fisher_information(link):
+    """Σ_k (f(c_k - η) - f(c_{k-1} - η))² / P_k at the ML fit; the scores sum to 0 there."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=20_000)
+    eta, cuts = 0.6 * x, np.array([-1.0, 0.2, 1.5])
+    cdf, pdf = (LINKS[link].inverse_np, MU_ETA[link][0])
+    y = np.digitize(eta + (rng.logistic(size=x.size) if link == "logit" else rng.normal(size=x.size)), cuts)
+    df = pd.DataFrame({"y": y, "x": x, "g": np.arange(x.size) % 50})
+    model = bg.GLMM("y ~ x + (1 | g)", df, family="cumulative", link=link)
+    weights, residuals = working_fit(model.design, model.family, model.link)
+    edges = np.concatenate([[-np.inf], cuts, [np.inf]])[None, :] - eta[:, None]
+    expected = np.sum(np.diff(pdf(edges), axis=1) ** 2 / np.diff(cdf(edges), axis=1), axis=1)
+    np.testing.assert_allclose(weights, expected, rtol=0.06)
+    assert abs(np.sum(weights * residuals)) < 1e-3 * np.sum(weights)
+    assert set(centring(model.design, model.family, model.link)) == {"g"}
+
+
 def test_level_covariates_are_the_columns_constant_within_levels():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
@@ -150,6 +169,8 @@ def test_level_covariates_are_the_columns_constant_within_levels():
         ("y ~ x + ses + (1 | school)", ("bernoulli", "cloglog")),
         ("count ~ x + (1 + x || school)", "poisson"),
         ("amount ~ x + (1 | school)", "gamma"),
+        ("grade ~ x + ses + (1 | school)", ("cumulative", "logit")),
+        ("grade ~ x + (1 | school)", ("cumulative", "probit")),
     ],
 )
 def test_sampling_model_has_the_same_posterior(formula, family):
