@@ -23,7 +23,8 @@ of the level's rows in the GLM without random effects (a few IRLS steps,
 :func:`working_fit`): ``n p(1 - p)`` for a logit-link binomial or bernoulli
 (``n μ'(η)² / (μ(1 - μ))`` with the probit and complementary log-log links), ``μ``
 for a log-link poisson, ``μ / (1 + μ/α)`` for a log-link negative binomial, the
-shape ``α`` for a log-link gamma, ``1 / s²`` for a gaussian, and for the cumulative
+shape ``α`` for a log-link gamma, ``φ² (ψ'(μφ) + ψ'((1 - μ)φ)) μ'(η)²`` for a beta of
+precision ``φ``, ``1 / s²`` for a gaussian, and for the cumulative
 (ordinal) model the expected information of ``η`` at the thresholds' and
 coefficients' maximum-likelihood fit (:func:`~bayesglmm.ordinal.ordinal_working_fit`).
 ``σ`` is a deliberately low guess from the data (:func:`level_sd`): the moment estimate of the SD from the
@@ -79,6 +80,9 @@ SUPPORTED = {
     ("poisson", "log"),
     ("negativebinomial", "log"),
     ("gamma", "log"),
+    ("beta", "logit"),
+    ("beta", "probit"),
+    ("beta", "cloglog"),
     ("cumulative", "logit"),
     ("cumulative", "probit"),
 }
@@ -94,6 +98,8 @@ def _irls_start(design: Design, family: Family, link: Link) -> tuple[np.ndarray,
         offset = np.zeros_like(y) if design.offset is None else np.asarray(design.offset, dtype=float)
         return y, offset, np.log(y if family.name == "gamma" else y + 0.5) - offset
     n = np.ones_like(y) if design.trials is None else np.asarray(design.trials, dtype=float)
+    if family.name == "beta":
+        return y, n, link.forward_np(y)
     return y, n, link.forward_np((y + 0.5) / (n + 1.0))
 
 
@@ -120,8 +126,27 @@ def _working(
     derivative, (low, high) = MU_ETA[link.name]
     eta = np.clip(eta, low, high)
     p, dp = link.inverse_np(eta), derivative(eta)
+    if family.name == "beta":
+        return _beta_working(y, p, dp)
     w = aux * dp**2 / (p * (1.0 - p))
     return w, (y / aux - p) / dp
+
+
+def _beta_working(y: np.ndarray, mu: np.ndarray, dmu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher weights and working residuals of a beta response with mean ``μ`` (``dmu = μ'(η)``).
+
+    With precision ``φ``: score ``φ (y* - μ*) μ'(η)``, ``y* = log(y / (1 - y))``,
+    ``μ* = ψ(μφ) - ψ((1 - μ)φ)``; information ``φ² (ψ'(μφ) + ψ'((1 - μ)φ)) μ'(η)²``.
+    ``φ`` comes from the moments (``Var y = μ(1 - μ) / (1 + φ)``) of the residuals,
+    which also hold the random effects' variance: low, like the weights (see
+    :func:`_log_link_weights`).
+    """
+    mu = np.clip(mu, 1e-9, 1 - 1e-9)
+    phi = max(float(np.mean(mu * (1 - mu)) / max(float(np.mean((y - mu) ** 2)), 1e-12)) - 1.0, 1e-3)
+    a, b = mu * phi, (1 - mu) * phi
+    info = phi**2 * (special.polygamma(1, a) + special.polygamma(1, b)) * dmu**2
+    score = phi * (np.log(y / (1 - y)) - special.digamma(a) + special.digamma(b)) * dmu
+    return info, score / info
 
 
 def _log_link_weights(family: Family, y: np.ndarray, mu: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pytensor.graph.traversal import ancestors
+from scipy import special
 
 import bayesglmm as bg
 from bayesglmm.families import LINKS
@@ -31,6 +32,7 @@ def _frame(seed=3, groups=40):
             "class": (g * 2 + rng.integers(0, 2, g.size)).astype(str),
             "rater": rng.integers(0, 10, g.size).astype(str),
             "grade": np.digitize(eta + rng.logistic(size=g.size), [-1.0, 0.0, 1.0]),
+            "share": rng.beta(8 / (1 + np.exp(-eta)), 8 / (1 + np.exp(eta))),
         }
     )
 
@@ -131,6 +133,22 @@ def test_binary_link_weights_are_the_fisher_weights(link):
     assert set(centring(model.design, model.family, model.link)) == {"g"}
 
 
+@pytest.mark.parametrize("link", ["logit", "cloglog"])
+def test_beta_weights_are_the_fisher_information(link):
+    """φ² (ψ'(μφ) + ψ'((1 - μ)φ)) μ'(η)², with φ from the residuals' moments."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=20_000)
+    eta, phi = -0.3 + 0.5 * x, 12.0
+    mu, dmu = LINKS[link].inverse_np(eta), MU_ETA[link][0](eta)
+    df = pd.DataFrame({"y": rng.beta(mu * phi, (1 - mu) * phi), "x": x, "g": np.arange(x.size) % 50})
+    model = bg.GLMM("y ~ x + (1 | g)", df, family="beta", link=link)
+    weights, residuals = working_fit(model.design, model.family, model.link)
+    expected = phi**2 * (special.polygamma(1, mu * phi) + special.polygamma(1, (1 - mu) * phi)) * dmu**2
+    np.testing.assert_allclose(weights, expected, rtol=0.06)
+    assert abs(np.sum(weights * residuals)) < 1e-3 * np.sum(weights)
+    assert set(centring(model.design, model.family, model.link)) == {"g"}
+
+
 @pytest.mark.parametrize("link", ["logit", "probit"])
 def test_ordinal_weights_are_the_fisher_information(link):
     """Σ_k (f(c_k - η) - f(c_{k-1} - η))² / P_k at the ML fit; the scores sum to 0 there."""
@@ -169,6 +187,7 @@ def test_level_covariates_are_the_columns_constant_within_levels():
         ("y ~ x + ses + (1 | school)", ("bernoulli", "cloglog")),
         ("count ~ x + (1 + x || school)", "poisson"),
         ("amount ~ x + (1 | school)", "gamma"),
+        ("share ~ x + ses + (1 | school)", ("beta", "logit")),
         ("grade ~ x + ses + (1 | school)", ("cumulative", "logit")),
         ("grade ~ x + (1 | school)", ("cumulative", "probit")),
     ],
