@@ -24,7 +24,7 @@ of the level's rows in the GLM without random effects (a few IRLS steps,
 (``n μ'(η)² / (μ(1 - μ))`` with the probit and complementary log-log links), ``μ``
 for a log-link poisson, ``μ / (1 + μ/α)`` for a log-link negative binomial, the
 shape ``α`` for a log-link gamma, ``φ² (ψ'(μφ) + ψ'((1 - μ)φ)) μ'(η)²`` for a beta of
-precision ``φ``, ``1 / s²`` for a gaussian, and for the cumulative
+precision ``φ``, ``1 / s²`` for a gaussian or Student's t, and for the cumulative
 (ordinal) model the expected information of ``η`` at the thresholds' and
 coefficients' maximum-likelihood fit (:func:`~bayesglmm.ordinal.ordinal_working_fit`).
 ``σ`` is a deliberately low guess from the data (:func:`level_sd`): the moment estimate of the SD from the
@@ -71,6 +71,7 @@ from .ordinal import ordinal_working_fit
 #: (family, link) pairs the rule knows the working weights of.
 SUPPORTED = {
     ("gaussian", "identity"),
+    ("student_t", "identity"),
     ("bernoulli", "logit"),
     ("bernoulli", "probit"),
     ("bernoulli", "cloglog"),
@@ -174,7 +175,10 @@ def working_fit(
 
     A few IRLS steps (the starting point and the clipping keep separated data
     finite); ``None`` for families and links outside ``SUPPORTED``.  The gaussian
-    weight is ``1 / s²`` with ``s²`` the residual variance of least squares.
+    weight is ``1 / s²`` with ``s²`` the residual variance of least squares; so is
+    Student's t's, below its Fisher information ``(ν + 1) / ((ν + 3) σ²)`` whenever
+    the variance ``σ² ν / (ν - 2)`` exists, and 0 in effect when it does not (the
+    safe, non-centred side).
     """
     if (family.name, link.name) not in SUPPORTED or design.n_predictors != 1:
         return None
@@ -182,7 +186,7 @@ def working_fit(
     if family.name == "cumulative":
         y = np.asarray(design.y, dtype=int)
         return ordinal_working_fit(y, design.fixed.standardized(X), len(family.values), link.name)
-    if family.name == "gaussian":
+    if family.name in ("gaussian", "student_t"):
         y = np.asarray(design.y, dtype=float)
         resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else y - y.mean()
         return np.full(y.shape, 1.0 / max(float(np.mean(resid**2)), 1e-12)), resid

@@ -188,6 +188,7 @@ def test_level_covariates_are_the_columns_constant_within_levels():
         ("count ~ x + (1 + x || school)", "poisson"),
         ("amount ~ x + (1 | school)", "gamma"),
         ("share ~ x + ses + (1 | school)", ("beta", "logit")),
+        ("amount ~ x + (1 | school)", "student_t"),
         ("grade ~ x + ses + (1 | school)", ("cumulative", "logit")),
         ("grade ~ x + (1 | school)", ("cumulative", "probit")),
     ],
