@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from pytensor.tensor.slinalg import solve_triangular
 
 from .design import Design, GroupBlock
 from .families import Family, Link
@@ -144,7 +145,10 @@ def _block_effects(
     an independent block is sampled partially centred (see
     :mod:`bayesglmm.parameterization`), its random intercepts anchored on
     ``anchor`` (J, k: the intercept plus group-level covariates, 0 for
-    other terms); ``z = r / sd`` is then a deterministic.
+    other terms); ``z = r / sd`` is then a deterministic.  A correlated block
+    with centring weights (all 1, see
+    :data:`~bayesglmm.parameterization.CORRELATED_CENTRED`) is sampled centred,
+    ``w ~ MvNormal(anchor, L Lᵀ)``, ``r = w - anchor``, ``z = L⁻¹ r``.
     """
     dims = (block.group, term_dim(block))
     if centring is None:
@@ -153,6 +157,12 @@ def _block_effects(
         effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
         return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     scale = _block_scale(block, priors)
+    if block.correlated:  # centred whole (weights all 1): w ~ MvNormal(anchor, L Lᵀ)
+        anchor = pt.zeros((len(block.levels), len(block.terms))) + anchor
+        w = pm.MvNormal(f"w_{block.name}", mu=anchor, chol=scale, dims=dims)
+        effects = w - anchor
+        pm.Deterministic(f"z_{block.name}", solve_triangular(scale, effects.T, lower=True).T, dims=dims)
+        return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     anchor = centring * anchor
     w = pm.Normal(f"w_{block.name}", anchor, scale**centring, dims=dims)
     effects = (w - anchor) * scale ** (1.0 - centring)
@@ -167,35 +177,68 @@ def _stored_effects(block: GroupBlock, effects: pt.TensorVariable, scale) -> pt.
 
 
 def _anchors(design: Design, centring: Mapping[str, np.ndarray], internal: list) -> dict[str, pt.TensorVariable]:
-    """Per centred block with random intercepts, the (J, k) means its effects are anchored on.
+    """Per centred block, the (J, k) means its effects are anchored on.
 
     The intercept column gets ``α + x_j β`` (intercept plus the group-level
     covariates of :func:`~bayesglmm.parameterization.level_covariates`, on the
     internal standardized scale), the other terms 0.  In an ordinal model ``α``
     is minus the mean threshold (:meth:`~bayesglmm.families.Family.anchor_level`):
     a common shift of the thresholds and the effects then leaves the likelihood
-    unchanged and moves only the anchor.
+    unchanged and moves only the anchor.  In a correlated block (centred whole)
+    a slope whose covariate is also a fixed effect is anchored on that
+    coefficient (user's scale, :func:`_slope_anchors`), and the intercept's
+    anchor becomes the intercept at covariate 0: shifting the fixed slope and
+    every level's slope together then moves only the anchors.
     """
     intercept, coef = internal
-    fixed = design.fixed
-    slopes = fixed.slope_columns
     anchors = {}
     for block in design.blocks:
-        if block.name not in centring or intercept is None or "Intercept" not in block.terms:
+        if block.name not in centring:
             continue
-        mean = intercept
-        if coef is not None:
-            # constancy within levels is the same on the user's scale, so only the
-            # (J, p) level values are standardized, not another copy of X
-            cols, values = level_covariates(block, fixed.X)
-            keep = np.isin(cols, slopes)
-            cols, values = cols[keep], values[:, keep]
-            if cols.size:
-                values = (values - fixed.center[cols]) / fixed.scale[cols]
-                mean = mean + pt.dot(values, coef[np.searchsorted(slopes, cols)])
-        mask = (np.array(block.terms) == "Intercept").astype(float)
-        anchors[block.name] = (pt.ones(len(block.levels)) * mean)[:, None] * mask
+        slopes = _slope_anchors(block, design, coef) if block.correlated else {}
+        with_intercept = intercept is not None and "Intercept" in block.terms
+        if not (slopes or with_intercept):
+            continue
+        J = len(block.levels)
+        columns = [pt.zeros(J) for _ in block.terms]
+        for t, (_, value) in slopes.items():
+            columns[t] = pt.ones(J) * value
+        if with_intercept:
+            shift = sum((value * design.fixed.center[col] for col, value in slopes.values()), start=pt.zeros(()))
+            columns[block.terms.index("Intercept")] = _intercept_anchor(block, design, intercept - shift, coef)
+        anchors[block.name] = pt.stack(columns, axis=1)
     return anchors
+
+
+def _intercept_anchor(block: GroupBlock, design: Design, base, coef) -> pt.TensorVariable:
+    """``base + x_j β`` per level: the group-level covariates' part on the standardized scale."""
+    fixed, mean = design.fixed, base
+    if coef is not None:
+        # constancy within levels is the same on the user's scale, so only the
+        # (J, p) level values are standardized, not another copy of X
+        slopes = fixed.slope_columns
+        cols, values = level_covariates(block, fixed.X)
+        keep = np.isin(cols, slopes)
+        cols, values = cols[keep], values[:, keep]
+        if cols.size:
+            values = (values - fixed.center[cols]) / fixed.scale[cols]
+            mean = mean + pt.dot(values, coef[np.searchsorted(slopes, cols)])
+    return pt.ones(len(block.levels)) * mean
+
+
+def _slope_anchors(block: GroupBlock, design: Design, coef) -> dict[int, tuple[int, pt.TensorVariable]]:
+    """``{term: (fixed column, its coefficient on the user's scale)}`` for the block's slopes
+    whose covariate is also a fixed effect (same label, same values)."""
+    fixed = design.fixed
+    if coef is None:
+        return {}
+    labels, slopes = list(fixed.labels), fixed.slope_columns
+    out = {}
+    for t, term in enumerate(block.terms):
+        col = labels.index(term) if term in labels and term != "Intercept" else -1
+        if col in slopes and np.array_equal(block.Z[:, t], fixed.X[:, col]):
+            out[t] = (col, coef[int(np.searchsorted(slopes, col))] / fixed.scale[col])
+    return out
 
 
 def _nested_effects(

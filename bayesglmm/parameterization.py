@@ -43,8 +43,11 @@ and the mean of the effects are collinear in the same way, and minus the mean
 threshold takes the intercept's place in the anchor.
 
 The rule applies to a model only when it applies to every block; otherwise all
-blocks stay non-centred (``c = 0``, the form of earlier versions).  It does not
-apply to correlated blocks, other families and links, models with several linear
+blocks stay non-centred (``c = 0``, the form of earlier versions).  A correlated
+block is centred whole (``c = 1``, ``w_j ~ MvNormal(m_j, L Lᵀ)``, its slopes
+anchored on the fixed slopes) when the rule gives every level and term at least
+``CORRELATED_CENTRED``, else it keeps the model non-centred.  The rule does not
+apply to other families and links, models with several linear
 predictors, or factors nested in (or containing, or equal to) another grouping
 factor of the model: there a level's information passes through the other
 factor's effects, which ``I_j`` ignores.  Mixing the forms was measured once and
@@ -255,14 +258,29 @@ def block_weights(block: GroupBlock, weights: np.ndarray, residuals: np.ndarray)
     return rho / (1.0 + rho)
 
 
+#: A correlated block is centred whole (``c = 1`` for every level and term) when every
+#: weight the rule gives its terms is at least this, and otherwise keeps the model
+#: non-centred: partial centring of a correlated block would need matrix weights.
+CORRELATED_CENTRED = 0.5
+
+
 def centring(design: Design, family: Family, link: Link) -> Mapping[str, np.ndarray]:
-    """Centring weights ``c`` (J, k) of every block, or none when the rule misses one."""
-    if any(block.correlated or _nested_with_another(block, design) for block in design.blocks):
+    """Centring weights ``c`` (J, k) of every block, or none when the rule misses one.
+
+    A correlated block's weights are all 1 (``CORRELATED_CENTRED``).
+    """
+    if any(_nested_with_another(block, design) for block in design.blocks):
         return {}
     fit = working_fit(design, family, link)
     if fit is None:
         return {}
-    return {block.name: block_weights(block, *fit) for block in design.blocks}
+    weights = {block.name: block_weights(block, *fit) for block in design.blocks}
+    for block in design.blocks:
+        if block.correlated:
+            if np.min(weights[block.name]) < CORRELATED_CENTRED:
+                return {}
+            weights[block.name] = np.ones_like(weights[block.name])
+    return weights
 
 
 def level_covariates(block: GroupBlock, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

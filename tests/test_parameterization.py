@@ -86,11 +86,11 @@ def test_weights_do_not_overshoot_the_true_sd(groups, size, sd):
         assert np.all(c >= best - 0.1)
 
 
-def test_rule_leaves_nested_correlated_and_other_families_non_centred():
+def test_rule_leaves_nested_weak_correlated_and_other_families_non_centred():
     df = _frame()
     nested = bg.GLMM("count ~ x + (1 | school) + (1 | class)", df, family="poisson")
     assert centring(nested.design, nested.family, nested.link) == {}
-    correlated = bg.GLMM("y ~ x + (1 + x | school)", df, family="bernoulli")
+    correlated = bg.GLMM("y ~ x + (1 + x | school)", df, family="bernoulli")  # weakly informed: 2-60 rows
     assert centring(correlated.design, correlated.family, correlated.link) == {}
     identity = bg.GLMM("amount ~ x + (1 | school)", df, family="gamma", link="identity")
     assert centring(identity.design, identity.family, identity.link) == {}
@@ -212,6 +212,55 @@ def test_sampling_model_has_the_same_posterior(formula, family):
         log_sd = point[f"sd_{block.name}_log__"]
         jacobian = -np.sum(c * log_sd)
         np.testing.assert_allclose(logp_target(point), logp_full(full_point) + jacobian, rtol=1e-10)
+
+
+def _slopes_frame(groups=20, size=100, seed=4):
+    """Poisson counts with a well-informed correlated random slope (SDs 0.8, 0.4; correlation 0.3)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), size)
+    x = rng.normal(1.0, 1.0, g.size)  # off-centre: the intercept's anchor must allow for it
+    u = rng.multivariate_normal([0, 0], [[0.64, 0.096], [0.096, 0.16]], size=groups)
+    eta = 0.5 + 0.3 * x + u[g, 0] + u[g, 1] * x
+    return pd.DataFrame({"y": rng.poisson(np.exp(eta)), "x": x, "w": rng.normal(size=g.size), "g": g.astype(str)})
+
+
+def test_correlated_block_is_centred_whole_or_not_at_all():
+    informed = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(), family="poisson")
+    assert np.all(informed.centring()["g"] == 1.0)
+    weak = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(size=4), family="poisson")
+    assert weak.centring() == {}
+    assert weak.sampling_model() is weak.pymc_model
+
+
+def test_correlated_centred_block_has_the_same_posterior():
+    """w = m + z Lᵀ per level: logp(w) = logp(z) - J log|L| = logp(z) - (J/2) log det Σ."""
+    model = bg.GLMM("y ~ x + w + (1 + x | g)", _slopes_frame(), family="poisson")
+    full, target = model.pymc_model, model.sampling_model(reduce=False)
+    assert "w_g" in {v.name for v in target.free_RVs}
+    logp_full, logp_target = full.compile_logp(), target.compile_logp()
+    outs = target.replace_rvs_by_values([target["z_g"], target["sd_g"], target["cor_g"]])
+    values = target.compile_fn(outs, inputs=target.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in target.initial_point().items()}
+        z, sd, cor = values(point)
+        full_point = {k: v for k, v in point.items() if k != "w_g"} | {"z_g": z}
+        half_logdet = 0.5 * np.linalg.slogdet(np.outer(sd, sd) * cor)[1]
+        np.testing.assert_allclose(logp_target(point), logp_full(full_point) - 20 * half_logdet, rtol=1e-10)
+
+
+def test_anchors_take_the_fixed_intercept_and_slope_off_the_likelihood():
+    """With every level's intercept and slope anchored, eta depends on w alone (x off-centre)."""
+    model = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(), family="poisson")
+    target = model.sampling_model(reduce=False)
+    (eta,) = target.replace_rvs_by_values([target["eta"]])
+    eta_of = target.compile_fn(eta, inputs=target.value_vars, on_unused_input="ignore")
+    point = target.initial_point()
+    moved = point | {
+        "Intercept_centered": point["Intercept_centered"] + 0.7,
+        "b_normal_scaled": point["b_normal_scaled"] - 0.4,
+    }
+    np.testing.assert_allclose(eta_of(moved), eta_of(point), rtol=1e-10)
 
 
 @pytest.mark.sampling
