@@ -31,7 +31,7 @@ from pymc.distributions.transforms import ordered
 from scipy import optimize, special, stats
 
 from .errors import ResponseError
-from .families import _BINARY_LINK_VARIANCE, CategoryFamily
+from .families import _BINARY_LINK_VARIANCE, LINKS, CategoryFamily
 from .priors import normal, to_rv
 
 
@@ -143,7 +143,7 @@ def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str
     cdf, pdf = _LATENT[link]
     k = categories - 1
     share = np.clip(np.cumsum(np.bincount(y, minlength=categories))[:-1] / y.size, 1e-4, 1 - 1e-4)
-    start = _inverse_cdf(link, share)
+    start = LINKS[link].forward_np(share)
     theta0 = np.concatenate([[start[0]], np.log(np.maximum(np.diff(start), 1e-3)), np.zeros(X.shape[1])])
 
     def objective(theta):
@@ -164,7 +164,3 @@ def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str
     upper, lower = _bounds(c, y, eta)
     score = -(pdf(upper) - pdf(lower)) / np.maximum(cdf(upper) - cdf(lower), 1e-300)
     return info, score / info
-
-
-def _inverse_cdf(link: str, p: np.ndarray) -> np.ndarray:
-    return special.logit(p) if link == "logit" else stats.norm.ppf(p)

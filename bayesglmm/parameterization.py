@@ -27,8 +27,8 @@ shape ``α`` for a log-link gamma, ``φ² (ψ'(μφ) + ψ'((1 - μ)φ)) μ'(η)�
 precision ``φ``, ``1 / s²`` for a gaussian or Student's t, and for the cumulative
 (ordinal) model the expected information of ``η`` at the thresholds' and
 coefficients' maximum-likelihood fit (:func:`~bayesglmm.ordinal.ordinal_working_fit`).
-``σ`` is a deliberately low guess from the data (:func:`level_sd`): the moment estimate of the SD from the
-levels' one-step estimates ``Σ w Z r / I_j`` (working residuals ``r``), less two
+``σ`` is a deliberately low guess from the data (:func:`level_sd`): the moment
+estimate of the SD from the levels' one-step estimates ``Σ w Z r / I_j`` (working residuals ``r``), less two
 of its standard errors.  Erring low matters: where ``σ`` is small (few levels, or
 a small SD) the posterior reaches SDs at which a centred effect has a funnel.
 Taking ``σ`` from the SD's prior mean (1 on the logit scale), as an earlier
@@ -119,9 +119,9 @@ MU_ETA = {
 def _working(
     family: Family, link: Link, y: np.ndarray, aux: np.ndarray, eta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher weights of eta and working residuals ``(y - μ) / w`` at ``eta``.
+    """Fisher weights of eta and working residuals (score / weight: one scoring step in eta) at ``eta``.
 
-    Binary links: ``w = n μ'(η)² / (μ (1 - μ))``, residual ``(y/n - μ) / μ'(η)``
+    Log links: ``(y - μ) / μ``.  Binary links: ``w = n μ'(η)² / (μ (1 - μ))``, residual ``(y/n - μ) / μ'(η)``
     (``n p (1 - p)`` and ``(y - n p) / w`` for the logit).
     """
     if family.name in LOG_FAMILIES:
