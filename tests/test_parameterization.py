@@ -264,6 +264,20 @@ def test_anchors_take_the_fixed_intercept_and_slope_off_the_likelihood():
 
 
 @pytest.mark.sampling
+def test_correlated_centred_fit_stores_z_and_r():
+    """Draws of the centred block are stored as the non-centred model holds them: r = z Lᵀ."""
+    model = bg.GLMM("y ~ x + (1 + x | g)", _slopes_frame(groups=12, size=60), family="poisson")
+    res = short_fit(model, random_seed=3, sampler="pymc")
+    post = res.idata.posterior
+    assert res.idata.attrs["centred_blocks"] == "g" and "w_g" not in post
+    sd, cor = post["sd_g"].values[0, :5], post["cor_g"].values[0, :5]
+    z, r = post["z_g"].values[0, :5], post["r_g"].values[0, :5]
+    for d in range(5):
+        L = np.linalg.cholesky(np.outer(sd[d], sd[d]) * cor[d])
+        np.testing.assert_allclose(z[d] @ L.T, r[d], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.sampling
 def test_centred_fit_stores_the_non_centred_variables():
     df = _frame()
     model = bg.GLMM("y ~ x + ses + (1 | school)", df, family="bernoulli")
