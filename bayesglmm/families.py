@@ -33,6 +33,8 @@ class Link:
     inverse_np: Callable[[np.ndarray], np.ndarray]
     forward_np: Callable[[np.ndarray], np.ndarray]
     ratio_name: str | None = None  # what exp(coefficient) means, if anything
+    #: dμ/dη (R's ``mu.eta``), for the links of probabilities
+    mu_eta_np: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _cloglog_inv(eta: pt.TensorVariable) -> pt.TensorVariable:
@@ -44,9 +46,23 @@ LINKS: dict[str, Link] = {
     # would collapse into one variable when the model is cloned for prediction
     "identity": Link("identity", pt.tensor_copy, lambda e: e, lambda m: m),
     "log": Link("log", pt.exp, np.exp, np.log, "rate ratio"),
-    "logit": Link("logit", pt.sigmoid, special.expit, special.logit, "odds ratio"),
-    "probit": Link("probit", lambda e: 0.5 * pt.erfc(-e / np.sqrt(2.0)), stats.norm.cdf, stats.norm.ppf),
-    "cloglog": Link("cloglog", _cloglog_inv, lambda e: -np.expm1(-np.exp(e)), lambda m: np.log(-np.log1p(-m))),
+    "logit": Link(
+        "logit", pt.sigmoid, special.expit, special.logit, "odds ratio", lambda e: special.expit(e) * special.expit(-e)
+    ),
+    "probit": Link(
+        "probit",
+        lambda e: 0.5 * pt.erfc(-e / np.sqrt(2.0)),
+        stats.norm.cdf,
+        stats.norm.ppf,
+        mu_eta_np=stats.norm.pdf,
+    ),
+    "cloglog": Link(
+        "cloglog",
+        _cloglog_inv,
+        lambda e: -np.expm1(-np.exp(e)),
+        lambda m: np.log(-np.log1p(-m)),
+        mu_eta_np=lambda e: np.exp(e - np.exp(e)),
+    ),
 }
 
 

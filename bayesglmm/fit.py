@@ -198,13 +198,13 @@ def blas_threads(cores: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(cores, 1))
 
 
-def _size(design: Design | None, marginal: bool) -> tuple[int, int, bool]:
-    """(linear-predictor columns, sampled random effects, a correlated block sampled) of a design."""
+def _size(design: Design | None, marginal: bool) -> tuple[int, int, tuple[str, ...]]:
+    """(linear-predictor columns, sampled random effects, names of the sampled correlated blocks) of a design."""
     if design is None:
-        return 1, 0, False
+        return 1, 0, ()
     columns = design.fixed.X.shape[1] + sum(len(b.terms) for b in design.blocks)
     effects = 0 if marginal else sum(len(b.levels) * len(b.terms) for b in design.blocks)
-    correlated = not marginal and any(b.correlated for b in design.blocks)
+    correlated = () if marginal else tuple(b.name for b in design.blocks if b.correlated)
     return columns, effects, correlated
 
 
@@ -301,10 +301,9 @@ def sample(
     later = tuple(effect_draw_names(design)) if marginal else ()
     columns, effects, correlated = _size(design, marginal)
     centring = centring or {}
-    cfg = choose_sampler(cfg, _rows(target), columns, effects, correlated)
-    correlated_blocks = tuple(b.name for b in design.blocks if b.correlated) if design is not None else ()
-    cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested), correlated=correlated_blocks)
-    draw_mass = (bool(nested) or correlated) and cfg.sampler == "nutpie"
+    cfg = choose_sampler(cfg, _rows(target), columns, effects, bool(correlated))
+    cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested), correlated=correlated)
+    draw_mass = (bool(nested) or bool(correlated)) and cfg.sampler == "nutpie"
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -28,7 +28,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ordered
-from scipy import optimize, special, stats
+from scipy import optimize
 
 from .errors import ResponseError
 from .families import _BINARY_LINK_VARIANCE, LINKS, CategoryFamily
@@ -112,13 +112,6 @@ class Cumulative(CategoryFamily):
         return -pt.mean(params["cutpoints"])
 
 
-#: CDF and density of the latent residual, per link.
-_LATENT = {
-    "logit": (special.expit, lambda x: special.expit(x) * special.expit(-x)),
-    "probit": (stats.norm.cdf, stats.norm.pdf),
-}
-
-
 def _thresholds(theta: np.ndarray, k: int) -> np.ndarray:
     """Ordered thresholds from ``(c_1, log(c_2 - c_1), ...)``."""
     return theta[0] + np.concatenate([[0.0], np.cumsum(np.exp(theta[1:k]))])
@@ -137,10 +130,10 @@ def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str
     intercept column; ``y`` codes 0..K-1), then per row the expected
     information ``I = Σ_k (f(c_k - η) - f(c_{k-1} - η))² / P_k`` and the
     residual ``score / I``, ``score = -(f(c_y - η) - f(c_{y-1} - η)) / P_y``
-    (``F``, ``f``: the link's latent CDF and density), as for the
-    binomial links of :mod:`bayesglmm.parameterization`.
+    (``F``, ``f``: the link's latent CDF and density, its inverse and ``mu.eta``),
+    as for the binomial links of :mod:`bayesglmm.parameterization`.
     """
-    cdf, pdf = _LATENT[link]
+    cdf, pdf = LINKS[link].inverse_np, LINKS[link].mu_eta_np
     k = categories - 1
     share = np.clip(np.cumsum(np.bincount(y, minlength=categories))[:-1] / y.size, 1e-4, 1 - 1e-4)
     start = LINKS[link].forward_np(share)
@@ -159,8 +152,8 @@ def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str
     theta = optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B").x
     c, eta = _thresholds(theta, k), X @ theta[k:]
     edges = np.concatenate([[-np.inf], c, [np.inf]])[None, :] - eta[:, None]
-    dens, probs = pdf(edges), np.maximum(np.diff(cdf(edges), axis=1), 1e-300)
-    info = np.sum(np.diff(dens, axis=1) ** 2 / probs, axis=1)
-    upper, lower = _bounds(c, y, eta)
-    score = -(pdf(upper) - pdf(lower)) / np.maximum(cdf(upper) - cdf(lower), 1e-300)
+    slope, probs = np.diff(pdf(edges), axis=1), np.maximum(np.diff(cdf(edges), axis=1), 1e-300)
+    info = np.sum(slope**2 / probs, axis=1)
+    rows = np.arange(y.size)
+    score = -slope[rows, y] / probs[rows, y]
     return info, score / info

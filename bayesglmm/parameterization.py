@@ -65,7 +65,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from .design import Design, GroupBlock
 from .families import Family, Link
@@ -107,13 +107,9 @@ def _irls_start(design: Design, family: Family, link: Link) -> tuple[np.ndarray,
     return y, n, link.forward_np((y + 0.5) / (n + 1.0))
 
 
-#: dμ/dη of the binary links (R's ``mu.eta``), and the range of η the working fit
-#: keeps to (beyond it μ is within about 1e-7 of 0 or 1 and the weights vanish).
-MU_ETA = {
-    "logit": (lambda e: special.expit(e) * special.expit(-e), (-15.0, 15.0)),
-    "probit": (stats.norm.pdf, (-5.5, 5.5)),
-    "cloglog": (lambda e: np.exp(e - np.exp(e)), (-15.0, 2.8)),
-}
+#: The range of η the working fit of a probability link keeps to (beyond it μ is
+#: within about 1e-7 of 0 or 1 and the weights vanish).
+ETA_RANGE = {"logit": (-15.0, 15.0), "probit": (-5.5, 5.5), "cloglog": (-15.0, 2.8)}
 
 
 def _working(
@@ -127,9 +123,8 @@ def _working(
     if family.name in LOG_FAMILIES:
         mu = np.exp(np.clip(eta + aux, -30.0, 30.0))
         return _log_link_weights(family, y, mu), (y - mu) / mu
-    derivative, (low, high) = MU_ETA[link.name]
-    eta = np.clip(eta, low, high)
-    p, dp = link.inverse_np(eta), derivative(eta)
+    eta = np.clip(eta, *ETA_RANGE[link.name])
+    p, dp = link.inverse_np(eta), link.mu_eta_np(eta)
     if family.name == "beta":
         return _beta_working(y, p, dp)
     w = aux * dp**2 / (p * (1.0 - p))
