@@ -63,6 +63,9 @@ TARGET_ACCEPT_EFFECTS = 0.95
 #: instead of 9.5 leapfrog steps per draw; simulated random-intercept logistic models
 #: (10-40 levels, 10-50 rows each, SD 0.25 or 1; 16 fits) at 0.8: divergences (1-3)
 #: only in 3 of the 7 fits whose weights were all 0, none in the 9 others.
+#: A wider grid (``bench/target_accept.py``; docs/index.md, session 13), 54 designs at
+#: 0.8: no divergence in the 30 fits whose smallest weight was above 0.5; 5 of the 24
+#: others diverged, one of them at weight 0.28.
 TARGET_ACCEPT_NO_EFFECTS = 0.8
 #: ... and with nested random intercepts sampled through their parents' totals
 #: (:func:`~bayesglmm.parameterization.nested_pairs`), whose nutpie fits adapt the mass

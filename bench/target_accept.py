@@ -53,6 +53,7 @@ def simulate(family: str, levels: int, rows: int, sd: float, seed: int) -> tuple
 
 
 def one(family: str, levels: int, rows: int, sd: float, seed: int, target_accept: float) -> dict:
+    """Fit one simulated data set at ``target_accept`` and return its weights and diagnostics."""
     frame, formula = simulate(family, levels, rows, sd, seed)
     model = bg.GLMM(formula, frame, family=family)
     weights = model.centring().get("g", np.zeros(1))
