@@ -28,7 +28,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from pytensor.tensor.slinalg import solve_triangular
 
-from .design import Design, GroupBlock
+from .design import Design, FixedDesign, GroupBlock
 from .families import Family, Link
 from .marginal import add_marginal_likelihood
 from .parameterization import NestedPair, level_covariates
@@ -222,8 +222,13 @@ def _intercept_anchor(block: GroupBlock, design: Design, base, coef) -> pt.Tenso
         cols, values = cols[keep], values[:, keep]
         if cols.size:
             values = (values - fixed.center[cols]) / fixed.scale[cols]
-            mean = mean + pt.dot(values, coef[np.searchsorted(slopes, cols)])
+            mean = mean + pt.dot(values, _slope_coef(fixed, coef, cols))
     return pt.ones(len(block.levels)) * mean
+
+
+def _slope_coef(fixed: FixedDesign, coef: pt.TensorVariable, cols: np.ndarray | int) -> pt.TensorVariable:
+    """The coefficients (standardized scale) of the non-intercept fixed columns ``cols``."""
+    return coef[np.searchsorted(fixed.slope_columns, cols)]
 
 
 def _slope_anchors(block: GroupBlock, design: Design, coef) -> dict[int, tuple[int, pt.TensorVariable]]:
@@ -237,7 +242,7 @@ def _slope_anchors(block: GroupBlock, design: Design, coef) -> dict[int, tuple[i
     for t, term in enumerate(block.terms):
         col = labels.index(term) if term in labels and term != "Intercept" else -1
         if col in slopes and np.array_equal(block.Z[:, t], fixed.X[:, col]):
-            out[t] = (col, coef[int(np.searchsorted(slopes, col))] / fixed.scale[col])
+            out[t] = (col, _slope_coef(fixed, coef, col) / fixed.scale[col])
     return out
 
 

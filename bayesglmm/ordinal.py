@@ -117,9 +117,14 @@ def _thresholds(theta: np.ndarray, k: int) -> np.ndarray:
     return theta[0] + np.concatenate([[0.0], np.cumsum(np.exp(theta[1:k]))])
 
 
+def _edges(c: np.ndarray) -> np.ndarray:
+    """The thresholds with -inf and +inf at the ends: category k lies between edges k and k + 1."""
+    return np.concatenate([[-np.inf], c, [np.inf]])
+
+
 def _bounds(c: np.ndarray, y: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upper and lower thresholds of each row's category, less eta (±inf at the ends)."""
-    edges = np.concatenate([[-np.inf], c, [np.inf]])
+    edges = _edges(c)
     return edges[y + 1] - eta, edges[y] - eta
 
 
@@ -151,7 +156,7 @@ def ordinal_working_fit(y: np.ndarray, X: np.ndarray, categories: int, link: str
 
     theta = optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B").x
     c, eta = _thresholds(theta, k), X @ theta[k:]
-    edges = np.concatenate([[-np.inf], c, [np.inf]])[None, :] - eta[:, None]
+    edges = _edges(c)[None, :] - eta[:, None]
     slope, probs = np.diff(pdf(edges), axis=1), np.maximum(np.diff(cdf(edges), axis=1), 1e-300)
     info = np.sum(slope**2 / probs, axis=1)
     rows = np.arange(y.size)
