@@ -1,8 +1,9 @@
 """Stage 5 — fit: run NUTS, store the pointwise log-likelihood, check the draws.
 
-Three interchangeable NUTS back ends sample the same PyMC model: PyMC's own
-(``"pymc"``), nutpie (``"nutpie"``) and NumPyro/JAX (``"numpyro"``).  The
-default, ``"auto"``, picks by size (:func:`choose_sampler`).  Every fit is
+Four interchangeable NUTS back ends sample the same PyMC model: nutpie on
+PyTensor's C functions (``"nutpie-c"``, :mod:`bayesglmm.cnuts`), nutpie compiled
+with numba (``"nutpie"``), PyMC's own (``"pymc"``) and NumPyro/JAX
+(``"numpyro"``).  The default, ``"auto"``, picks by size (:func:`choose_sampler`).  Every fit is
 reproducible from its ``random_seed``; when none is given one is drawn and
 recorded in ``idata.attrs["random_seed"]``.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from .cnuts import sample_chains
 from .design import Design
 from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
 from .logit import register_backend
@@ -26,32 +28,38 @@ from .marginal import complete_posterior, effect_draw_names
 from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
-SAMPLERS = ("auto", "nutpie", "pymc", "numpyro")
-#: ``sampler="auto"`` uses nutpie from this many rows x linear-predictor columns of the
-#: sampled model on, or from ``AUTO_NUTPIE_EFFECTS`` sampled random effects on, and PyMC's
-#: NUTS below both.  nutpie compiles the model with numba (10-25 s, whatever its size) and
-#: then runs each leapfrog step in compiled code; PyMC's NUTS starts at once from
-#: PyTensor's cached C code but pays about 0.1 ms of Python per leapfrog step.  Large data
-#: make each step dearer and many parameters make the trajectories longer.  The thresholds
-#: come from single default fits (seed 1) of the reference models with both samplers,
-#: not from bench/: grouseticks (584 effects) and VerbAgg (7584 rows) ran faster with
-#: nutpie, cbpp, sleepstudy and Contraception (1934 rows x 8 columns) with PyMC
-#: (Contraception now goes to nutpie for its correlated block: see below).
+SAMPLERS = ("auto", "nutpie-c", "nutpie", "pymc", "numpyro")
+#: ``sampler="auto"`` uses nutpie with numba from this many rows x linear-predictor
+#: columns of the sampled model on, or from ``AUTO_NUTPIE_EFFECTS`` sampled random
+#: effects on, and ``"nutpie-c"`` below both.  Both run nutpie's NUTS, whose leapfrog
+#: steps cost no Python; ``"nutpie"`` compiles the model with numba (10-25 s warm, up
+#: to a minute the first time a model is seen) and then evaluates the gradient in
+#: compiled code, ``"nutpie-c"`` (:mod:`bayesglmm.cnuts`) calls PyTensor's C function
+#: from Python, which starts within seconds but costs a few µs per call and PyTensor's
+#: overhead per node.  Large data make each gradient dearer and many parameters make
+#: the trajectories longer.  The thresholds come from single default fits of the
+#: reference models, not from bench/: grouseticks (584 effects, seed 1) took 41 s with
+#: nutpie and 108 s with nutpie-c, VerbAgg (7584 rows) ran faster with nutpie;
+#: Contraception (1934 rows x 8 columns, seed 1) took 21.4 s with nutpie and 21.1 s
+#: with nutpie-c (min bulk ESS 1285 and 1186).
 AUTO_NUTPIE_WORK = 30_000
 AUTO_NUTPIE_EFFECTS = 250
-# Whatever their size, models whose correlated blocks are sampled (not integrated out)
-# go to nutpie, with the mass matrix adapted from the draws' variances (Stan's
-# scheme) rather than from gradients: the SD of a slope and the Cholesky factor of
-# its block form a funnel that the gradient-based estimate adapts to badly.
-# Single default fits (target_accept 0.95), not bench/, min bulk ESS, all on the
-# slope's SD: Contraception (seeds 1-4) 425 / 634 / 549 / 539 with PyMC's NUTS
+# Both nutpie back ends adapt the mass matrix from the draws' variances (Stan's
+# scheme) rather than from gradients for models whose correlated blocks are sampled
+# (not integrated out), and "nutpie-c" does so always.  The SD of a slope and the
+# Cholesky factor of its block form a funnel that the gradient-based estimate adapts
+# to badly.  Single default fits (target_accept 0.95), not bench/, min bulk ESS, all on
+# the slope's SD: Contraception (seeds 1-4) 425 / 634 / 549 / 539 with PyMC's NUTS
 # (R-hat 1.0102 at seed 1), 1285 / 1484 / 1197 / 1119 with nutpie from draws (R-hat
 # <= 1.003) in the same time (22-26 s against 20-25 s); two simulated logistic
 # models with a correlated slope (50 groups x 30 rows, seeds 1-3): PyMC 712 / 755 /
 # 764 and 449 / 453 / 248 (R-hat 1.016), nutpie from gradients 683 / 766 / 695 and
 # 419 / 318 / 393 (R-hat up to 1.013), nutpie from draws 1207 / 1051 / 1161 and
 # 758 / 828 / 755 (R-hat <= 1.005).  PyMC's own draw-based adaptation is not
-# enough: one of those fits stuck (ESS 13, R-hat 1.24).
+# enough: one of those fits stuck (ESS 13, R-hat 1.24).  "nutpie-c", min bulk ESS
+# from gradients against from draws: cbpp (seeds 1-3) 2347 / 2845 / 2841 against
+# 3629 / 3579 / 3434 (PyMC's NUTS 3239 / 3211 / 3025); sleepstudy, marginalised
+# (seeds 1-4) 2226 / 2972 / 2625 / 2872 against 2537 / 1954 / 3074 / 3463.
 #: Default NUTS target acceptance while random effects are sampled: rstanarm's for GLMMs
 #: (hierarchical posteriors have funnels, and fewer divergences are worth the longer
 #: trajectories).
@@ -146,12 +154,11 @@ def make_config(
     )
 
 
-def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int, correlated: bool = False) -> FitConfig:
+def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> FitConfig:
     """Resolve ``sampler="auto"`` for a model of ``rows`` × ``columns`` with ``effects`` sampled random effects.
 
-    See ``AUTO_NUTPIE_WORK``; ``correlated``: the model samples a correlated
-    block (see the comment below ``AUTO_NUTPIE_EFFECTS``).  nutpie is chosen only when it is
-    installed; any explicit choice is kept.
+    See ``AUTO_NUTPIE_WORK``.  Without nutpie installed, PyMC's NUTS; any
+    explicit choice is kept.
     """
     if cfg.sampler != "auto":
         return cfg
@@ -160,7 +167,7 @@ def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int, correl
     except ImportError:
         return replace(cfg, sampler="pymc")
     large = rows * columns >= AUTO_NUTPIE_WORK or effects >= AUTO_NUTPIE_EFFECTS
-    return replace(cfg, sampler="nutpie" if large or correlated else "pymc")
+    return replace(cfg, sampler="nutpie" if large else "nutpie-c")
 
 
 def choose_target_accept(
@@ -238,6 +245,22 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (),
     )
 
 
+def _sample_nutpie_c(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = True):
+    """nutpie's NUTS on PyTensor's C functions, chains in forked processes (:mod:`bayesglmm.cnuts`)."""
+    return sample_chains(
+        model,
+        _stored_names(model, later),
+        draws=cfg.draws,
+        tune=cfg.tune,
+        chains=cfg.chains,
+        cores=cfg.cores,
+        random_seed=cfg.random_seed,
+        target_accept=cfg.target_accept,
+        draw_mass=draw_mass,
+        progressbar=cfg.progressbar,
+    )
+
+
 def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
     # PyMC's NUTS adapts its mass matrix from gradients as well as draws (nutpie's
     # scheme); on a simulated gamma GLMM (seeds 1, 2) R-hat 1.004 / 1.009 against
@@ -304,9 +327,11 @@ def sample(
     later = tuple(effect_draw_names(design)) if marginal else ()
     columns, effects, correlated = _size(design, marginal)
     centring = centring or {}
-    cfg = choose_sampler(cfg, _rows(target), columns, effects, bool(correlated))
+    # a marginal likelihood sees the rows only through per-level statistics (marginal.Residuals)
+    rows = sum(len(b.levels) for b in design.blocks) if marginal and design is not None else _rows(target)
+    cfg = choose_sampler(cfg, rows, columns, effects)
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested), correlated=correlated)
-    draw_mass = (bool(nested) or bool(correlated)) and cfg.sampler == "nutpie"
+    draw_mass = cfg.sampler == "nutpie-c" or (cfg.sampler == "nutpie" and (bool(nested) or bool(correlated)))
     register_backend(cfg.sampler)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -315,6 +340,8 @@ def sample(
         with threadpool_limits(blas_threads(cfg.cores), user_api="blas"):
             if cfg.sampler == "nutpie":
                 idata = _sample_nutpie(target, cfg, later, draw_mass)
+            elif cfg.sampler == "nutpie-c":
+                idata = _sample_nutpie_c(target, cfg, later, draw_mass)
             else:
                 idata = _sample_pymc(target, cfg, later)
         if marginal:

@@ -213,14 +213,17 @@ class GLMM:
         random_seed : int, optional
             Makes the fit reproducible; when omitted one is drawn and stored
             in ``res.idata.attrs["random_seed"]``.
-        sampler : {"auto", "nutpie", "pymc", "numpyro"}
-            NUTS implementation: nutpie (compiled with numba), PyMC's own, or
-            NumPyro/JAX (``pip install 'bayesglmm[fast]'``).  ``"auto"`` takes
-            PyMC's for small models, where nutpie's 10-25 s of compilation
-            would dominate, and nutpie from 30,000 rows × linear-predictor
-            columns or 250 sampled random effects on, and for any model that
-            samples a correlated block, with the mass matrix adapted from the
-            draws (:func:`bayesglmm.fit.choose_sampler`); the choice is recorded in
+        sampler : {"auto", "nutpie-c", "nutpie", "pymc", "numpyro"}
+            NUTS implementation: nutpie's on PyTensor's C code, the chains
+            spread over forked processes (``"nutpie-c"``, :mod:`bayesglmm.cnuts`),
+            nutpie's compiled with numba, PyMC's own, or NumPyro/JAX
+            (``pip install 'bayesglmm[fast]'``).  ``"auto"`` takes nutpie-c
+            for small models, where numba's 10-25 s of compilation would
+            dominate, and nutpie with numba from 30,000 rows × linear-predictor
+            columns or 250 sampled random effects on
+            (:func:`bayesglmm.fit.choose_sampler`).  nutpie-c adapts the mass
+            matrix from the draws, as does nutpie for models with sampled
+            correlated blocks or nested pairs.  The choice is recorded in
             ``res.idata.attrs["sampler"]``.
         progressbar : bool
         marginalize : {"auto", True, False}

@@ -29,6 +29,8 @@ Two layouts of ``M``:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
@@ -58,18 +60,61 @@ def _cross_products(block: GroupBlock) -> np.ndarray:
     return out
 
 
-def _group_sums(block: GroupBlock, r: pt.TensorVariable) -> pt.TensorVariable:
-    """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k).
+@dataclass(frozen=True)
+class Residuals:
+    """The residuals ``r = y - A θ`` through sufficient statistics, free of the rows.
 
-    One one-dimensional scatter-add per term: several times faster in the
-    compiled back ends than one scatter of (n, k) rows.
+    With ``θ̂`` the least-squares fit and ``e = y - A θ̂`` (both computed once),
+    ``d = θ - θ̂``:
+
+        rᵀr = eᵀe - 2 (Aᵀe)ᵀd + dᵀ(AᵀA) d,
+        Σ_{i in j} Z_i r_i = Σ_{i in j} Z_i e_i - (Σ_{i in j} Z_i A_iᵀ) d,
+
+    exact for any θ̂ (``Aᵀe`` is kept, though it vanishes up to rounding), and
+    without the cancellation of expanding around 0.  A gradient then costs
+    O(levels × terms × columns), not O(rows).  The products are written
+    elementwise: PyTensor's matrix-vector products run in Python when it
+    finds no BLAS to link to (3-4 µs each against well under 1 µs).
     """
-    J = len(block.levels)
-    columns = []
-    for t in range(len(block.terms)):
-        values = r if np.all(block.Z[:, t] == 1.0) else pt.as_tensor(np.ascontiguousarray(block.Z[:, t])) * r
-        columns.append(pt.inc_subtensor(pt.zeros(J)[block.idx], values))
-    return pt.stack(columns, axis=1)
+
+    theta: pt.TensorVariable  #: (p,)
+    theta_hat: np.ndarray  #: (p,)
+    ee: float
+    Ate: np.ndarray  #: (p,)
+    AtA: np.ndarray  #: (p, p)
+    ZeA: dict[str, tuple[np.ndarray, np.ndarray]]  #: block -> (Σ Z e (J, k), Σ Z Aᵀ (J, k, p))
+
+    @classmethod
+    def build(cls, design: Design, A: np.ndarray, theta: pt.TensorVariable, y: np.ndarray) -> Residuals:
+        """Statistics of ``y - A θ`` for every block of ``design``."""
+        theta_hat = np.linalg.lstsq(A, y, rcond=None)[0] if A.shape[1] else np.zeros(0)
+        e = y - A @ theta_hat
+        sums = {}
+        for block in design.blocks:
+            J, k = len(block.levels), len(block.terms)
+            Ze, ZA = np.zeros((J, k)), np.zeros((J, k, A.shape[1]))
+            np.add.at(Ze, block.idx, block.Z * e[:, None])
+            np.add.at(ZA, block.idx, block.Z[:, :, None] * A[:, None, :])
+            sums[block.name] = (Ze, ZA)
+        return cls(theta, theta_hat, float(e @ e), A.T @ e, A.T @ A, sums)
+
+    def _d(self) -> pt.TensorVariable:
+        return self.theta - pt.as_tensor(self.theta_hat)
+
+    def squares(self) -> pt.TensorVariable:
+        """``rᵀr``."""
+        if not self.theta_hat.size:
+            return pt.as_tensor(self.ee)
+        d = self._d()
+        quadratic = (pt.as_tensor(np.ascontiguousarray(self.AtA)) * d[:, None] * d[None, :]).sum()
+        return self.ee - 2.0 * (pt.as_tensor(self.Ate) * d).sum() + quadratic
+
+    def group_sums(self, block: GroupBlock) -> pt.TensorVariable:
+        """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k)."""
+        Ze, ZA = self.ZeA[block.name]
+        if not self.theta_hat.size:
+            return pt.as_tensor(Ze)
+        return pt.as_tensor(Ze) - (pt.as_tensor(np.ascontiguousarray(ZA)) * self._d()).sum(axis=2)
 
 
 def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable]]:
@@ -102,14 +147,14 @@ def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
     return pt.stack(z, axis=1)
 
 
-def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r):
+def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals):
     """(log det M, wᵀw, z draw) for one grouping factor."""
     k = len(block.terms)
     A = pt.as_tensor(_cross_products(block))
     AL = pt.tensordot(A, L, axes=[[2], [0]])  # (J, k, k): A_j L
     M = pt.eye(k)[None] + pt.tensordot(AL, L, axes=[[1], [0]]).dimshuffle(0, 2, 1) / sigma2
     C = _small_cholesky(M, k)
-    w = _forward(C, pt.dot(_group_sums(block, r), L) / sigma2, k)
+    w = _forward(C, pt.dot(r.group_sums(block), L) / sigma2, k)
     logdet = 2.0 * sum((pt.log(C[i][i]).sum() for i in range(k)), start=pt.zeros(()))
     eps = pm.Normal.dist(0.0, 1.0, size=(len(block.levels), k))
     z = _backward(C, [w[i] + eps[:, i] for i in range(k)], k)
@@ -130,7 +175,7 @@ def _full_cross_product(design: Design) -> np.ndarray:
     return Zt.T @ Zt
 
 
-def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
+def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r: Residuals):
     """(log det M, wᵀw, z draws) for several grouping factors."""
     K = _full_cross_product(design)
     sizes = [(len(b.levels), len(b.terms)) for b in design.blocks]
@@ -147,7 +192,7 @@ def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
     q = int(starts[-1])
     M = pt.eye(q) + pt.concatenate(rows, axis=0) / sigma2
     C = pt.linalg.cholesky(M)
-    c = pt.concatenate([pt.dot(_group_sums(b, r), Ls[b.name]).ravel() for b in design.blocks]) / sigma2
+    c = pt.concatenate([pt.dot(r.group_sums(b), Ls[b.name]).ravel() for b in design.blocks]) / sigma2
     w = pt.linalg.solve_triangular(C, c, lower=True)
     logdet = 2.0 * pt.log(pt.diagonal(C)).sum()
     eps = pm.Normal.dist(0.0, 1.0, size=q)
@@ -161,27 +206,31 @@ def _dense_terms(design: Design, Ls: dict[str, pt.TensorVariable], sigma2, r):
 
 def add_marginal_likelihood(
     design: Design,
-    eta_fixed: pt.TensorVariable,
+    A: np.ndarray,
+    theta: pt.TensorVariable,
+    y: np.ndarray,
     scales: dict[str, pt.TensorVariable],
     sigma: pt.TensorVariable,
-    observed: pt.TensorVariable,
 ) -> None:
     """Add the marginal log-likelihood (a ``Potential``) and the conditional draws.
 
-    ``scales`` maps each block name to its k × k factor ``L`` (Cholesky factor
-    of the block's covariance, or ``diag(sd)``).  The draws are deterministics
-    ``z_<block>`` built on an unregistered N(0, 1): they are never stored while
-    sampling and are produced afterwards by :func:`complete_posterior`.
+    The fixed part of the linear predictor is ``A θ`` (``A`` the design the
+    model samples, ``θ`` its coefficients); ``y`` is the response minus any
+    offset.  ``scales`` maps each block name to its k × k factor ``L``
+    (Cholesky factor of the block's covariance, or ``diag(sd)``).  The draws
+    are deterministics ``z_<block>`` built on an unregistered N(0, 1): they
+    are never stored while sampling and are produced afterwards by
+    :func:`complete_posterior`.
     """
     blocks = design.blocks
     sigma2 = sigma**2
-    r = observed - eta_fixed
+    r = Residuals.build(design, A, theta, y)
     if len(blocks) == 1:
         logdet, ww, draws = _blocks_terms(blocks[0], scales[blocks[0].name], sigma2, r)
     else:
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = design.n
-    pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + (r @ r) / sigma2 - ww))
+    pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww))
     for block in blocks:
         pm.Deterministic(f"z_{block.name}", draws[block.name], dims=(block.group, f"{block.name}__term"))
 

@@ -306,6 +306,21 @@ def _block_eta(block: GroupBlock, effects, idx, Z, m: int) -> pt.TensorVariable:
     return pt.stack([sum(c for c, p in zip(cols, block.predictor) if p == q) for q in range(m)], axis=1)
 
 
+def _fixed_affine(design: Design, internal: list) -> tuple[np.ndarray, pt.TensorVariable]:
+    """``(A, θ)`` with ``A θ`` the fixed part of eta as :func:`_fixed_part` builds it (one predictor)."""
+    fixed = design.fixed
+    columns, coefs = [], []
+    if internal[0] is not None:
+        columns.append(np.ones((design.n, 1)))
+        coefs.append(pt.atleast_1d(internal[0]))
+    if internal[1] is not None:
+        columns.append(fixed.standardized(fixed.X))
+        coefs.append(internal[1])
+    if not columns:
+        return np.zeros((design.n, 0)), pt.zeros(0)
+    return np.ascontiguousarray(np.hstack(columns), dtype="float64"), pt.concatenate(coefs)
+
+
 def build_model(
     design: Design,
     family: Family,
@@ -344,7 +359,9 @@ def build_model(
         if marginal:
             scales = {block.name: _as_matrix(_block_scale(block, priors)) for block in design.blocks}
             params = family.add_parameters(priors.aux, link, shift)
-            add_marginal_likelihood(design, eta, scales, params["sigma"], observed)
+            A, theta = _fixed_affine(design, internal)
+            y = design.y - (0.0 if design.offset is None else design.offset)
+            add_marginal_likelihood(design, A, theta, np.asarray(y, dtype="float64"), scales, params["sigma"])
             return model
         params = None
         if centring and m == 1 and internal[0] is None:  # the thresholds anchor the effects

@@ -86,7 +86,7 @@ class GLMMResults:
         for block in self.model.design.blocks:
             r = self.draws(f"r_{block.name}")
             # random effects enter the R-hat check through their worst element
-            rhat = stats.convergence(r)["r_hat"]
+            rhat = stats.rhat(r)
             worst = np.unravel_index(np.nanargmax(rhat), rhat.shape)
             out[f"r_{block.name}[{block.levels[worst[0]]}, {block.terms[worst[1]]}]"] = r[(...,) + worst]
         return out

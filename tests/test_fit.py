@@ -147,8 +147,8 @@ def test_short_run_warns_naming_parameters(data):
 @pytest.mark.parametrize(
     ("rows", "columns", "effects", "chosen"),
     [
-        (56, 5, 15, "pymc"),
-        (1934, 8, 120, "pymc"),
+        (56, 5, 15, "nutpie-c"),
+        (1934, 8, 120, "nutpie-c"),
         (403, 7, 584, "nutpie"),
         (7584, 8, 340, "nutpie"),
         (10**6, 2, 0, "nutpie"),
@@ -162,14 +162,22 @@ def test_auto_sampler_by_size(rows, columns, effects, chosen):
     assert choose_sampler(make_config(random_seed=1, sampler="numpyro"), rows, columns, effects).sampler == "numpyro"
 
 
-def test_auto_sampler_for_correlated_blocks():
-    """A sampled correlated block goes to nutpie whatever the size; an explicit choice is kept."""
+def test_auto_sampler_without_nutpie(monkeypatch):
+    """Without nutpie, ``"auto"`` falls back to PyMC's NUTS; an explicit choice is kept."""
+    import builtins
+
     from bayesglmm.fit import choose_sampler, make_config
 
-    assert choose_sampler(make_config(random_seed=1), 1934, 8, 120, correlated=True).sampler == "nutpie"
-    assert choose_sampler(make_config(random_seed=1), 1934, 8, 120, correlated=False).sampler == "pymc"
-    explicit = make_config(random_seed=1, sampler="pymc")
-    assert choose_sampler(explicit, 1934, 8, 120, correlated=True).sampler == "pymc"
+    real_import = builtins.__import__
+
+    def no_nutpie(name, *args, **kwargs):
+        if name == "nutpie":
+            raise ImportError("no nutpie")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nutpie)
+    assert choose_sampler(make_config(random_seed=1), 56, 5, 15).sampler == "pymc"
+    assert choose_sampler(make_config(random_seed=1, sampler="nutpie-c"), 56, 5, 15).sampler == "nutpie-c"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +215,7 @@ def test_nested_pairs_target_accept():
     assert choose_target_accept(chosen, 18, {}, nested=True).target_accept == 0.9
 
 
-@pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
+@pytest.mark.parametrize("sampler", ["nutpie-c", "nutpie", "pymc", "numpyro"])
 def test_other_samplers(data, sampler):
     if sampler == "numpyro":
         pytest.importorskip("numpyro")

@@ -64,14 +64,14 @@ def test_contraception_correlation_is_clearly_negative(fits, references):
 
 
 def test_contraception_urban_sd_mixes(fits):
-    """Regression for the correlated block's sampler: nutpie, mass matrix from the draws.
+    """Regression for the correlated block's sampler: nutpie's NUTS, mass matrix from the draws.
 
     sd(urban[Y]|district)'s bulk ESS at seed 1: 525 with PyMC's NUTS (gradient-based mass
     matrix, max R-hat 1.009), 1275 with nutpie's draw-based one (string-coded districts,
-    as in bench/: 425 with R-hat 1.0102, and 1285).
+    as in bench/: 425 with R-hat 1.0102, and 1285; 1186 with nutpie-c).
     """
     res = _fit("contraception", fits)
-    assert (res.idata.attrs["sampler"], res.idata.attrs["mass_matrix"]) == ("nutpie", "draws")
+    assert (res.idata.attrs["sampler"], res.idata.attrs["mass_matrix"]) == ("nutpie-c", "draws")
     assert res.summary().loc["sd(urban[Y]|district)", "ess_bulk"] >= 800
 
 

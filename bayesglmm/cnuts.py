@@ -1,0 +1,259 @@
+"""nutpie's NUTS on PyTensor's C functions, the chains spread over forked processes.
+
+The ``"nutpie-c"`` sampler.  PyMC's own NUTS spends, per leapfrog step, more time
+in Python than a small model's log-density takes in C (cbpp: 25 µs of C against
+about 30 µs of Python per step, and its worker processes wait on the main one
+after every draw); nutpie's NUTS runs in compiled code but compiles the model
+with numba, 10-25 s before the first draw.  Here nutpie drives the log-density
+and gradient that PyTensor compiles to C (a second or two, cached on disk), and
+each of ``cores`` processes, forked after compilation, runs its share of the
+chains one after the other.  A Python call costs a few µs per gradient, so the
+gain is for small models; large ones go to nutpie's numba back end
+(:func:`bayesglmm.fit.choose_sampler`).
+
+Each chain is one ``nutpie.sample`` call with its own seed from
+``SeedSequence([random_seed, chain])``, so the draws do not depend on how the
+chains are spread over processes.  Where ``fork`` is not available (Windows)
+or not safe (macOS), the chains run one after the other in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+from pymc.initial_point import make_initial_point_fn
+from pymc.pytensorf import compile as compile_fn
+from pymc.pytensorf import join_nonshared_inputs
+
+from .stats import az
+
+
+@dataclass(frozen=True)
+class CFunctions:
+    """A model's compiled functions of the joined, unconstrained parameter vector."""
+
+    logp_dlogp: Callable  #: x -> (log density, gradient)
+    expand: Callable  #: x -> values of the stored variables
+    initial: Callable  #: seed -> jittered initial x
+    names: tuple[str, ...]  #: stored variables, in the order ``expand`` returns them
+    ndim: int
+
+
+def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
+    """Compile ``model``'s log density, its gradient and the stored variables ``names`` to C."""
+    values = model.value_vars
+    point = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs), return_transformed=True)
+    start = point(0)  # for the shapes
+    logp = model.logp()
+    grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
+    (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
+    logp_dlogp = compile_fn([joined], [logp, grad], trust_input=True)
+    stored = model.replace_rvs_by_values([model[name] for name in names])
+    stored, joined = join_nonshared_inputs(start, stored, values)
+    expand = compile_fn([joined], stored, trust_input=True, on_unused_input="ignore")
+
+    def initial(seed: int) -> np.ndarray:
+        drawn = point(seed)
+        return np.concatenate([np.ravel(drawn[v.name]) for v in values]).astype("float64")
+
+    ndim = int(sum(np.size(start[v.name]) for v in values))
+    return CFunctions(logp_dlogp, expand, initial, tuple(names), ndim)
+
+
+def _nutpie_model(model: pm.Model, fns: CFunctions):
+    """A nutpie model calling ``fns``; each chain gets its own copies (C functions are not re-entrant)."""
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    def make_logp():
+        fn = fns.logp_dlogp.copy()
+
+        def logp(x, **_):
+            # Trajectories may wander where the density underflows: numpy's warnings
+            # would reach the user from every such step, and a failed factorisation
+            # is a point of zero density (a divergence), not an error.
+            try:
+                with np.errstate(all="ignore"):
+                    value, grad = fn(x)
+            except (ArithmeticError, np.linalg.LinAlgError):
+                return -np.inf, np.zeros_like(x)
+            return float(value), grad
+
+        return logp
+
+    def make_expand(_seed1, _seed2, _chain):
+        fn = fns.expand.copy()
+
+        def expand(x, **_):
+            return dict(zip(fns.names, fn(x)))
+
+        return expand
+
+    example = fns.expand(fns.initial(0))
+    dims = {name: tuple(model.named_vars_to_dims.get(name, ())) for name in fns.names}
+    used = {dim for names in dims.values() for dim in names}
+    coords = {dim: list(model.coords[dim]) for dim in used}
+    return from_pyfunc(
+        fns.ndim,
+        make_logp,
+        make_expand,
+        [np.asarray(v).dtype for v in example],
+        [np.shape(v) for v in example],
+        list(fns.names),
+        coords=coords,
+        dims={k: v for k, v in dims.items() if v},
+        make_initial_point_fn=fns.initial,
+    )
+
+
+def chain_seeds(random_seed: int, chains: int) -> list[int]:
+    """One nutpie seed per chain, from ``SeedSequence([random_seed, chain])``."""
+    return [int(np.random.SeedSequence([random_seed, chain]).generate_state(1)[0]) for chain in range(chains)]
+
+
+def _fork_context():
+    """The ``fork`` start method where it is available and safe, else None."""
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
+
+
+def sample_chains(
+    model: pm.Model,
+    names: list[str],
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    random_seed: int,
+    target_accept: float,
+    draw_mass: bool,
+    progressbar: bool,
+) -> az.InferenceData:
+    """Sample ``chains`` chains of ``model`` with nutpie on C functions; store ``names``.
+
+    ``draw_mass`` adapts the mass matrix from the draws' variances instead of
+    from gradients.  Returns the chains concatenated, numbered 0 .. chains-1.
+    """
+    import nutpie
+
+    nmodel = _nutpie_model(model, compile_functions(model, names))
+    seeds = chain_seeds(random_seed, chains)
+    settings = {
+        "draws": draws,
+        "tune": tune,
+        "chains": 1,
+        "cores": 1,
+        "target_accept": target_accept,
+        "save_warmup": False,
+        "progress_bar": False,
+        "use_grad_based_mass_matrix": not draw_mass,
+    }
+
+    def one(chain: int) -> az.InferenceData:
+        return nutpie.sample(nmodel, seed=seeds[chain], **settings)
+
+    ctx = _fork_context()
+    processes = min(cores, chains)
+    if ctx is None or processes < 2:
+        traces = {}
+        with _Progress(chains, progressbar) as progress:
+            for chain in range(chains):
+                traces[chain] = one(chain)
+                progress.advance()
+    else:
+        workers, pipes = _start_workers(ctx, one, chains, processes)
+        with _Progress(chains, progressbar) as progress:  # started after the fork: no thread of it in the workers
+            traces = _collect(workers, pipes, chains, progress)
+    idata = az.concat([traces[c] for c in range(chains)], dim="chain")
+    return idata.assign_coords(chain=np.arange(chains), groups=["posterior", "sample_stats"])
+
+
+def _worker(one: Callable, chains: list[int], conn) -> None:
+    """Run ``chains`` one after the other; send each trace, or the error, as it comes."""
+    try:
+        for chain in chains:
+            conn.send_bytes(pickle.dumps(("chain", chain, one(chain))))
+    except BaseException:  # everything, an interrupt included, goes back to the parent
+        conn.send_bytes(pickle.dumps(("error", None, traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+def _start_workers(ctx, one: Callable, chains: int, processes: int) -> tuple[list, list]:
+    """Fork ``processes`` workers, worker ``p`` running chains ``p, p + processes, ...``; their pipes."""
+    workers, pipes = [], []
+    for p in range(processes):
+        receive, send = ctx.Pipe(duplex=False)
+        worker = ctx.Process(target=_worker, args=(one, list(range(p, chains, processes)), send), daemon=True)
+        worker.start()
+        send.close()
+        workers.append(worker)
+        pipes.append(receive)
+    return workers, pipes
+
+
+def _collect(workers: list, pipes: list, chains: int, progress: _Progress) -> dict:
+    """The workers' traces by chain; the first error, or a missing chain, raises."""
+    traces: dict[int, az.InferenceData] = {}
+    try:
+        for kind, chain, payload in _all_messages(pipes):
+            if kind == "error":
+                raise RuntimeError(f"a sampling process failed:\n{payload}")
+            traces[chain] = payload
+            progress.advance()
+    finally:
+        for worker in workers:
+            if worker.is_alive() and len(traces) < chains:
+                worker.terminate()
+            worker.join()
+    if len(traces) < chains:
+        missing = sorted(set(range(chains)) - set(traces))
+        raise RuntimeError(f"sampling processes ended without chains {missing}")
+    return traces
+
+
+def _all_messages(pipes: list):
+    """Every message of every pipe, in the order they arrive, until all are closed."""
+    open_pipes = list(pipes)
+    while open_pipes:
+        for receive in multiprocessing.connection.wait(open_pipes):
+            try:
+                yield pickle.loads(receive.recv_bytes())
+            except EOFError:
+                open_pipes.remove(receive)
+
+
+class _Progress:
+    """Finished chains out of all, as a rich progress bar when asked for."""
+
+    def __init__(self, chains: int, show: bool) -> None:
+        self._bar = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (TextColumn("chains"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._bar = Progress(*columns, redirect_stdout=False, redirect_stderr=False)
+            self._task = self._bar.add_task("sampling", total=chains)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,86 @@
+"""The "nutpie-c" sampler: nutpie's NUTS on PyTensor's C functions, chains in forked processes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import bayesglmm as bg
+from bayesglmm import cnuts
+
+from .test_fit import _sim
+
+
+@pytest.fixture(scope="module")
+def model():
+    return bg.GLMM("y ~ x + (1 + x | school)", _sim(), family="bernoulli")
+
+
+def test_functions_match_pymc(model):
+    """The joined log density and gradient are PyMC's, and expand gives the stored variables."""
+    target = model.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef", "r_school"])
+    x = fns.initial(3)
+    point, start = {}, 0
+    for v in target.value_vars:
+        size = int(np.prod(target.initial_point()[v.name].shape))
+        point[v.name] = x[start : start + size].reshape(target.initial_point()[v.name].shape)
+        start += size
+    assert start == fns.ndim == x.size
+    logp, grad = fns.logp_dlogp(x)
+    assert float(logp) == pytest.approx(float(target.compile_logp()(point)), rel=1e-10)
+    np.testing.assert_allclose(grad, target.compile_dlogp()(point), rtol=1e-8, atol=1e-10)
+    fixef, r = fns.expand(x)
+    outs = target.replace_rvs_by_values([target["fixef"], target["r_school"]])
+    expected = target.compile_fn(outs, inputs=target.value_vars, on_unused_input="ignore")(point)
+    np.testing.assert_allclose(fixef, expected[0])
+    np.testing.assert_allclose(r, expected[1])
+    assert not np.array_equal(fns.initial(3), fns.initial(4))  # jittered per seed
+
+
+def test_chain_seeds_are_fixed_and_distinct():
+    assert cnuts.chain_seeds(7, 4) == cnuts.chain_seeds(7, 4)
+    assert len(set(cnuts.chain_seeds(7, 4))) == 4
+    assert cnuts.chain_seeds(7, 4)[:2] == cnuts.chain_seeds(7, 2)
+    assert cnuts.chain_seeds(7, 2) != cnuts.chain_seeds(8, 2)
+
+
+@pytest.mark.sampling
+def test_draws_do_not_depend_on_the_processes(model):
+    """Each chain has its own seed: one process or two give the same draws, chains numbered 0..n-1."""
+    options = {"draws": 60, "tune": 60, "chains": 3, "random_seed": 5, "progressbar": False, "sampler": "nutpie-c"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        one = model.fit(cores=1, **options)
+        two = model.fit(cores=2, **options)
+    assert one.idata.attrs["sampler"] == "nutpie-c" and one.idata.attrs["mass_matrix"] == "draws"
+    assert list(one.idata.posterior.chain.values) == [0, 1, 2]
+    for name in ("fixef", "r_school", "sd_school"):
+        np.testing.assert_array_equal(one.idata.posterior[name].values, two.idata.posterior[name].values)
+    assert one.idata.posterior["r_school"].dims == ("chain", "draw", "school", "school__term")
+    assert (one.idata.sample_stats["diverging"].shape) == (3, 60)
+
+
+def _failing(chain: int):
+    if chain == 1:
+        raise ValueError("boom in chain 1")
+    return chain
+
+
+def _dying(chain: int):
+    os._exit(3)
+
+
+@pytest.mark.skipif(cnuts._fork_context() is None, reason="needs fork")
+def test_a_failing_chain_raises_with_its_traceback():
+    with pytest.raises(RuntimeError, match=r"(?s)a sampling process failed.*boom in chain 1"):
+        cnuts._collect(*cnuts._start_workers(cnuts._fork_context(), _failing, 2, 2), 2, cnuts._Progress(2, False))
+
+
+@pytest.mark.skipif(cnuts._fork_context() is None, reason="needs fork")
+def test_a_dead_process_raises_naming_the_missing_chains():
+    with pytest.raises(RuntimeError, match=r"without chains \[0, 1\]"):
+        cnuts._collect(*cnuts._start_workers(cnuts._fork_context(), _dying, 2, 2), 2, cnuts._Progress(2, False))
