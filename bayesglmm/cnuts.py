@@ -26,6 +26,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pymc as pm
@@ -35,6 +36,9 @@ from pymc.pytensorf import compile as compile_fn
 from pymc.pytensorf import join_nonshared_inputs
 
 from .stats import az
+
+if TYPE_CHECKING:
+    from .fit import FitConfig
 
 
 @dataclass(frozen=True)
@@ -126,34 +130,25 @@ def _fork_context():
     return multiprocessing.get_context("fork")
 
 
-def sample_chains(
-    model: pm.Model,
-    names: list[str],
-    *,
-    draws: int,
-    tune: int,
-    chains: int,
-    cores: int,
-    random_seed: int,
-    target_accept: float,
-    draw_mass: bool,
-    progressbar: bool,
-) -> az.InferenceData:
-    """Sample ``chains`` chains of ``model`` with nutpie on C functions; store ``names``.
+def sample_chains(model: pm.Model, names: list[str], cfg: FitConfig, draw_mass: bool) -> az.InferenceData:
+    """Sample ``cfg.chains`` chains of ``model`` with nutpie on C functions; store ``names``.
 
-    ``draw_mass`` adapts the mass matrix from the draws' variances instead of
-    from gradients.  Returns the chains concatenated, numbered 0 .. chains-1.
+    ``cfg`` gives draws, tuning steps, chains, cores (processes), seed,
+    ``target_accept`` and the progress bar; ``draw_mass`` adapts the mass
+    matrix from the draws' variances instead of from gradients.  Returns the
+    chains concatenated, numbered 0 .. chains-1.
     """
     import nutpie
 
     nmodel = _nutpie_model(model, compile_functions(model, names))
-    seeds = chain_seeds(random_seed, chains)
+    chains = cfg.chains
+    seeds = chain_seeds(cfg.random_seed, chains)
     settings = {
-        "draws": draws,
-        "tune": tune,
+        "draws": cfg.draws,
+        "tune": cfg.tune,
         "chains": 1,
         "cores": 1,
-        "target_accept": target_accept,
+        "target_accept": cfg.target_accept,
         "save_warmup": False,
         "progress_bar": False,
         "use_grad_based_mass_matrix": not draw_mass,
@@ -163,16 +158,16 @@ def sample_chains(
         return nutpie.sample(nmodel, seed=seeds[chain], **settings)
 
     ctx = _fork_context()
-    processes = min(cores, chains)
+    processes = min(cfg.cores, chains)
     if ctx is None or processes < 2:
         traces = {}
-        with _Progress(chains, progressbar) as progress:
+        with _Progress(chains, cfg.progressbar) as progress:
             for chain in range(chains):
                 traces[chain] = one(chain)
                 progress.advance()
     else:
         workers, pipes = _start_workers(ctx, one, chains, processes)
-        with _Progress(chains, progressbar) as progress:  # started after the fork: no thread of it in the workers
+        with _Progress(chains, cfg.progressbar) as progress:  # started after the fork: no thread of it in the workers
             traces = _collect(workers, pipes, chains, progress)
     idata = az.concat([traces[c] for c in range(chains)], dim="chain")
     return idata.assign_coords(chain=np.arange(chains), groups=["posterior", "sample_stats"])

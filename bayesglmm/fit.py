@@ -247,18 +247,11 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (),
 
 def _sample_nutpie_c(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = True):
     """nutpie's NUTS on PyTensor's C functions, chains in forked processes (:mod:`bayesglmm.cnuts`)."""
-    return sample_chains(
-        model,
-        _stored_names(model, later),
-        draws=cfg.draws,
-        tune=cfg.tune,
-        chains=cfg.chains,
-        cores=cfg.cores,
-        random_seed=cfg.random_seed,
-        target_accept=cfg.target_accept,
-        draw_mass=draw_mass,
-        progressbar=cfg.progressbar,
-    )
+    try:
+        import nutpie  # noqa: F401
+    except ImportError as exc:
+        raise SamplerUnavailableError("sampler='nutpie-c' needs nutpie: pip install nutpie") from exc
+    return sample_chains(model, _stored_names(model, later), cfg, draw_mass)
 
 
 def _sample_pymc(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = ()):
