@@ -14,6 +14,7 @@ import time
 import pandas as pd
 
 from . import GLMM, datasets
+from .fit import SAMPLERS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sampler", default="auto", choices=["auto", "nutpie", "pymc", "numpyro"])
+    parser.add_argument("--sampler", default="auto", choices=SAMPLERS)
     args = parser.parse_args(argv)
 
     df = datasets.load("contraception")

@@ -72,8 +72,10 @@ TARGET_ACCEPT_EFFECTS = 0.95
 #: (10-40 levels, 10-50 rows each, SD 0.25 or 1; 16 fits) at 0.8: divergences (1-3)
 #: only in 3 of the 7 fits whose weights were all 0, none in the 9 others.
 #: A wider grid (``bench/target_accept.py``; docs/index.md, session 13), 54 designs at
-#: 0.8: no divergence in the 30 fits whose smallest weight was above 0.5; 5 of the 24
-#: others diverged, one of them at weight 0.28.
+#: 0.8 with PyMC's NUTS: no divergence in the 30 fits whose smallest weight was above
+#: 0.5; 5 of the 24 others diverged, one of them at weight 0.28.  The same grid with
+#: nutpie-c (session 14): 1 of the 31 fits above 0.5 diverged, once (weight 0.73); 3 of
+#: the 23 others, 1, 1 and 53 times; none of the 54 at 0.95.
 TARGET_ACCEPT_NO_EFFECTS = 0.8
 #: ... and with nested random intercepts sampled through their parents' totals
 #: (:func:`~bayesglmm.parameterization.nested_pairs`), whose nutpie fits adapt the mass

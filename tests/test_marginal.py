@@ -16,7 +16,8 @@ from bayesglmm.marginal import marginal_layout
 def _dense_marginal_logp(m, values):
     """log N(y | Xβ, σ²I + Z G Zᵀ) from the model's own parameter values, by brute force."""
     design = m.design
-    mean = design.fixed.X @ values["fixef"]
+    mean = design.fixed.X @ values["fixef"] if design.fixed.X.shape[1] else np.zeros(design.n)
+    mean = mean + (0.0 if design.offset is None else design.offset)
     V = values["sigma"] ** 2 * np.eye(design.n)
     for block in design.blocks:
         sd = values[f"sd_{block.name}"]
@@ -37,9 +38,19 @@ def _values(model, names, point):
 
 @pytest.mark.parametrize(
     "formula",
-    ["y ~ x + (1 + x | g)", "y ~ x + f + (1 + x || g)", "y ~ x + (1 | g)", "y ~ x + (1 + x | g) + (1 | h)"],
+    [
+        "y ~ x + (1 + x | g)",
+        "y ~ x + f + (1 + x || g)",
+        "y ~ x + (1 | g)",
+        "y ~ x + (1 + x | g) + (1 | h)",
+        "y ~ 0 + x + (1 + x | g)",
+        "y ~ 1 + (1 | g)",
+        "y ~ x + offset(h) + (1 + x | g)",
+    ],
 )
 def test_marginal_logp_equals_dense_gaussian(sim_gaussian, formula):
+    """The marginal potential (through sufficient statistics) equals the dense gaussian density,
+    with and without intercept, slopes or offset."""
     m = bg.GLMM(formula, sim_gaussian)
     model = m.marginal_model()
     rng = np.random.default_rng(0)
@@ -64,6 +75,17 @@ def test_marginal_constants_are_contiguous(sim_gaussian, formula):
     arrays = [a for a in constants if isinstance(a, np.ndarray) and a.ndim > 0]
     assert arrays
     assert all(a.flags.c_contiguous or a.flags.f_contiguous for a in arrays)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + f + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
+def test_marginal_logp_does_not_touch_the_rows(sim_gaussian, formula):
+    """The data enter the marginal log density only through per-level statistics."""
+    m = bg.GLMM(formula, sim_gaussian)
+    n = m.design.n
+    assert n not in {len(b.levels) for b in m.design.blocks}
+    inputs = [v for v in ancestors([m.marginal_model().logp()]) if isinstance(v, Constant) or hasattr(v, "get_value")]
+    shapes = [np.shape(v.data if isinstance(v, Constant) else v.get_value()) for v in inputs]
+    assert shapes and not [s for s in shapes if n in s]
 
 
 def test_marginal_model_samples_no_random_effects(sim_gaussian):
