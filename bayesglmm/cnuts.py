@@ -14,7 +14,8 @@ gain is for small models; large ones go to nutpie's numba back end
 Each chain is one ``nutpie.sample`` call with its own seed from
 ``SeedSequence([random_seed, chain])``, so the draws do not depend on how the
 chains are spread over processes.  Where ``fork`` is not available (Windows)
-or not safe (macOS), the chains run one after the other in this process.
+or not safe (macOS), and in daemonic processes, the chains run one after the
+other in this process.
 """
 
 from __future__ import annotations
@@ -124,8 +125,14 @@ def chain_seeds(random_seed: int, chains: int) -> list[int]:
 
 
 def _fork_context():
-    """The ``fork`` start method where it is available and safe, else None."""
+    """The ``fork`` start method where it is available and safe, else None.
+
+    None also inside a daemonic process (a fit in a pool's worker), which may
+    not start processes of its own.
+    """
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    if multiprocessing.current_process().daemon:
         return None
     return multiprocessing.get_context("fork")
 

@@ -84,3 +84,18 @@ def test_a_failing_chain_raises_with_its_traceback():
 def test_a_dead_process_raises_naming_the_missing_chains():
     with pytest.raises(RuntimeError, match=r"without chains \[0, 1\]"):
         cnuts._collect(*cnuts._start_workers(cnuts._fork_context(), _dying, 2, 2), 2, cnuts._Progress(2, False))
+
+
+def _report_fork_context(queue) -> None:
+    queue.put(cnuts._fork_context() is None)
+
+
+@pytest.mark.skipif(cnuts._fork_context() is None, reason="needs fork")
+def test_no_forking_inside_a_daemonic_process():
+    """A fit inside a pool's worker runs its chains in that process (daemons may not have children)."""
+    ctx = cnuts._fork_context()
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_report_fork_context, args=(queue,), daemon=True)
+    worker.start()
+    assert queue.get(timeout=60) is True
+    worker.join()
