@@ -24,10 +24,11 @@ def test_functions_match_pymc(model):
     target = model.sampling_model()
     fns = cnuts.compile_functions(target, ["fixef", "r_school"])
     x = fns.initial(3)
+    shapes = {name: np.shape(value) for name, value in target.initial_point().items()}
     point, start = {}, 0
     for v in target.value_vars:
-        size = int(np.prod(target.initial_point()[v.name].shape))
-        point[v.name] = x[start : start + size].reshape(target.initial_point()[v.name].shape)
+        size = int(np.prod(shapes[v.name]))
+        point[v.name] = x[start : start + size].reshape(shapes[v.name])
         start += size
     assert start == fns.ndim == x.size
     logp, grad = fns.logp_dlogp(x)
