@@ -226,12 +226,18 @@ def _stored_names(model: pm.Model, later: tuple[str, ...] = ()) -> list[str]:
     return [n for n in names if n not in ON_DEMAND and n not in later]
 
 
-def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = False):
-    """nutpie's NUTS; ``draw_mass`` adapts the mass matrix from the draws' variances, not from gradients."""
+def _import_nutpie(sampler: str):
+    """nutpie, or a :class:`SamplerUnavailableError` naming ``sampler``."""
     try:
         import nutpie
     except ImportError as exc:
-        raise SamplerUnavailableError("sampler='nutpie' needs nutpie: pip install nutpie") from exc
+        raise SamplerUnavailableError(f"sampler={sampler!r} needs nutpie: pip install nutpie") from exc
+    return nutpie
+
+
+def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = False):
+    """nutpie's NUTS; ``draw_mass`` adapts the mass matrix from the draws' variances, not from gradients."""
+    nutpie = _import_nutpie("nutpie")
     compiled = nutpie.compile_pymc_model(model, var_names=_stored_names(model, later))
     return nutpie.sample(
         compiled,
@@ -249,10 +255,7 @@ def _sample_nutpie(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (),
 
 def _sample_nutpie_c(model: pm.Model, cfg: FitConfig, later: tuple[str, ...] = (), draw_mass: bool = True):
     """nutpie's NUTS on PyTensor's C functions, chains in forked processes (:mod:`bayesglmm.cnuts`)."""
-    try:
-        import nutpie  # noqa: F401
-    except ImportError as exc:
-        raise SamplerUnavailableError("sampler='nutpie-c' needs nutpie: pip install nutpie") from exc
+    _import_nutpie("nutpie-c")
     return sample_chains(model, _stored_names(model, later), cfg, draw_mass)
 
 

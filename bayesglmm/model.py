@@ -306,15 +306,15 @@ def _block_eta(block: GroupBlock, effects, idx, Z, m: int) -> pt.TensorVariable:
     return pt.stack([sum(c for c, p in zip(cols, block.predictor) if p == q) for q in range(m)], axis=1)
 
 
-def _fixed_affine(design: Design, internal: list) -> tuple[np.ndarray, pt.TensorVariable]:
-    """``(A, θ)`` with ``A θ`` the fixed part of eta as :func:`_fixed_part` builds it (one predictor)."""
-    fixed = design.fixed
+def _fixed_affine(model: pm.Model, design: Design, internal: list) -> tuple[np.ndarray, pt.TensorVariable]:
+    """``(A, θ)`` with ``A θ`` the fixed part of eta as :func:`_fixed_part` builds it (one predictor):
+    the model's own standardized design ``X`` (and a column of ones for the intercept)."""
     columns, coefs = [], []
     if internal[0] is not None:
         columns.append(np.ones((design.n, 1)))
         coefs.append(pt.atleast_1d(internal[0]))
     if internal[1] is not None:
-        columns.append(fixed.standardized(fixed.X))
+        columns.append(model["X"].get_value())
         coefs.append(internal[1])
     if not columns:
         return np.zeros((design.n, 0)), pt.zeros(0)
@@ -353,16 +353,16 @@ def build_model(
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
         fixed_eta, shift, internal = _fixed_part(design, priors)
         m = design.n_predictors
-        eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
-        if design.offset is not None:
-            eta = eta + pm.Data("offset", design.offset)
-        if marginal:
+        if marginal:  # the likelihood reads y - offset and X through statistics, not eta
             scales = {block.name: _as_matrix(_block_scale(block, priors)) for block in design.blocks}
             params = family.add_parameters(priors.aux, link, shift)
-            A, theta = _fixed_affine(design, internal)
+            A, theta = _fixed_affine(model, design, internal)
             y = design.y - (0.0 if design.offset is None else design.offset)
             add_marginal_likelihood(design, A, theta, np.asarray(y, dtype="float64"), scales, params["sigma"])
             return model
+        eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
+        if design.offset is not None:
+            eta = eta + pm.Data("offset", design.offset)
         params = None
         if centring and m == 1 and internal[0] is None:  # the thresholds anchor the effects
             params = family.add_parameters(priors.aux, link, shift)
