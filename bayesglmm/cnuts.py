@@ -31,10 +31,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 from pymc.initial_point import make_initial_point_fn
 from pymc.pytensorf import compile as compile_fn
 from pymc.pytensorf import join_nonshared_inputs
+from pytensor.graph.replace import graph_replace
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.variable import TensorConstant
 
 from .stats import az
 
@@ -53,6 +57,35 @@ class CFunctions:
     ndim: int
 
 
+def _is_data_number(var) -> bool:
+    """A float constant of one element that does not look structural.
+
+    Structural: infinities and the halves and whole numbers up to 4 that
+    rewrites recognise (exponents such as 2 or -0.5, factors 0 and ±1).
+    """
+    if not isinstance(var, TensorConstant) or var.dtype not in ("float32", "float64") or var.data.size != 1:
+        return False
+    value = float(var.data.ravel()[0])
+    return bool(np.isfinite(value)) and not ((2.0 * value).is_integer() and abs(value) <= 4.0)
+
+
+def lift_numbers(outputs: list) -> list:
+    """``outputs`` with their data-dependent scalar constants held in shared variables.
+
+    PyTensor writes a scalar constant into the C code of the fused elementwise
+    operation that uses it, so a prior scale or a sum of squares computed from
+    the data would give every new data set its own C modules to compile (about
+    a second each) and grow PyTensor's module cache, whose index every new
+    process loads.  As shared variables they are inputs of that code instead.
+    Constants such as 0.5 or 2, which rewrites recognise, stay constants.
+    """
+    numbers = {v for v in ancestors(outputs) if _is_data_number(v)}
+    if not numbers:
+        return list(outputs)
+    swap = {v: pytensor.shared(np.asarray(v.data), shape=v.type.shape) for v in numbers}
+    return list(graph_replace(list(outputs), swap, strict=False))
+
+
 def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     """Compile ``model``'s log density, its gradient and the stored variables ``names`` to C."""
     values = model.value_vars
@@ -61,10 +94,10 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     logp = model.logp()
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
     (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
-    logp_dlogp = compile_fn([joined], [logp, grad], trust_input=True)
+    logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True)
     stored = model.replace_rvs_by_values([model[name] for name in names])
     stored, joined = join_nonshared_inputs(start, stored, values)
-    expand = compile_fn([joined], stored, trust_input=True, on_unused_input="ignore")
+    expand = compile_fn([joined], lift_numbers(stored), trust_input=True, on_unused_input="ignore")
 
     def initial(seed: int) -> np.ndarray:
         drawn = point(seed)

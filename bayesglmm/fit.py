@@ -398,6 +398,8 @@ def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[s
     n_div = int(np.asarray(stats["diverging"]).sum()) if "diverging" in stats else 0
     n_depth = _tree_depth_hits(stats)
     messages = []
+    if np.isnan(rhat).all():
+        messages.append("R-hat needs at least two chains (chains=1 was asked for): convergence is not checked")
     bad = [f"{labels[i]} ({rhat[i]:.3f})" for i in np.flatnonzero(rhat > RHAT_MAX)]
     if bad:
         messages.append(f"R-hat above {RHAT_MAX} for {', '.join(bad)}: chains disagree; run longer")
@@ -413,10 +415,12 @@ def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[s
         messages.append(f"{n_depth} draw(s) hit the maximum tree depth: the posterior is hard to explore")
     for message in messages:
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    with warnings.catch_warnings():  # all-NaN statistics (one chain) are reported as NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        worst = {"max_rhat": float(np.nanmax(rhat)), "min_ess_bulk": float(np.nanmin(bulk))}
+        worst["min_ess_tail"] = float(np.nanmin(tail))
     return {
-        "max_rhat": float(np.nanmax(rhat)),
-        "min_ess_bulk": float(np.nanmin(bulk)),
-        "min_ess_tail": float(np.nanmin(tail)),
+        **worst,
         "divergences": n_div,
         "max_treedepth_hits": n_depth,
     }

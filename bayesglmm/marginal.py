@@ -229,7 +229,7 @@ def add_marginal_likelihood(
         logdet, ww, draws = _blocks_terms(blocks[0], scales[blocks[0].name], sigma2, r)
     else:
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
-    n = design.n
+    n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
     pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww))
     for block in blocks:
         pm.Deterministic(f"z_{block.name}", draws[block.name], dims=(block.group, f"{block.name}__term"))

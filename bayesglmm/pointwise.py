@@ -18,7 +18,7 @@ import xarray as xr
 
 from .model import OBSERVED
 from .predict import log_likelihood_draws, row_chunks
-from .stats import az, group_sums
+from .stats import az, ess_mean, group_sums
 
 if TYPE_CHECKING:  # pragma: no cover
     from .results import GLMMResults
@@ -35,11 +35,8 @@ def chunks(res: GLMMResults):
 
 def relative_efficiency(posterior: xr.Dataset) -> float:
     """ArviZ's default ``reff`` for PSIS: mean ESS (method "mean") per draw over the posterior."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ess = az.ess(posterior, method="mean")
-    values = np.hstack([ess[v].values.ravel() for v in ess.data_vars])
-    return float(np.mean(values) / (posterior.sizes["chain"] * posterior.sizes["draw"]))
+    values = np.hstack([ess_mean(np.asarray(posterior[v].values)).ravel() for v in posterior.data_vars])
+    return float(np.nanmean(values) / (posterior.sizes["chain"] * posterior.sizes["draw"]))
 
 
 def _loo(ll: np.ndarray, posterior: xr.Dataset, dim: str, reff: float, coords=None):

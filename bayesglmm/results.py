@@ -87,6 +87,8 @@ class GLMMResults:
             r = self.draws(f"r_{block.name}")
             # random effects enter the R-hat check through their worst element
             rhat = stats.rhat(r)
+            if np.isnan(rhat).all():  # one chain, or effects that never move: no R-hat to rank by
+                continue
             worst = np.unravel_index(np.nanargmax(rhat), rhat.shape)
             out[f"r_{block.name}[{block.levels[worst[0]]}, {block.terms[worst[1]]}]"] = r[(...,) + worst]
         return out

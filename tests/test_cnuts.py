@@ -42,6 +42,36 @@ def test_functions_match_pymc(model):
     assert not np.array_equal(fns.initial(3), fns.initial(4))  # jittered per seed
 
 
+def _c_code(target) -> list[str]:
+    """The operations of the compiled functions, fused elementwise code included."""
+    fns = cnuts.compile_functions(target, ["fixef"])
+    return [str(node.op) for fn in (fns.logp_dlogp, fns.expand) for node in fn.maker.fgraph.toposort()]
+
+
+@pytest.mark.parametrize("family", ["gaussian", "bernoulli"])
+def test_new_data_compile_to_the_same_code(family):
+    """Numbers computed from the data (prior scales, sums of squares, n) are inputs of the C code,
+    not written into it: a second data set of the same shape compiles nothing new."""
+    first, second = _sim(seed=1), _sim(seed=2)
+    if family == "gaussian":
+        first["y"], second["y"] = 100.0 + 9.0 * first["x"], 300.0 + 2.0 * second["x"] ** 2
+        first["x"], second["x"] = 3.0 * first["x"], first["x"] + 1.5
+    models = [bg.GLMM("y ~ x + (1 + x | school)", data, family=family) for data in (first, second)]
+    targets = [m.marginal_model() if family == "gaussian" else m.sampling_model() for m in models]
+    assert _c_code(targets[0]) == _c_code(targets[1])
+
+
+def test_structural_numbers_stay_constants():
+    """Exponents and factors that rewrites recognise are not lifted; other float scalars are."""
+    import pytensor.tensor as pt
+
+    lifted = {v: cnuts._is_data_number(pt.constant(v)) for v in (0.0, 0.5, -1.0, 2.0, 4.0, np.inf, 2.5)}
+    assert not any(lifted.values())
+    assert all(cnuts._is_data_number(pt.constant(v)) for v in (0.4, 180.0, -4.93e-5, 4.5))
+    assert not cnuts._is_data_number(pt.constant(180))  # integers index and shape: never lifted
+    assert not cnuts._is_data_number(pt.constant([0.4, 0.3]))  # arrays are inputs of the code already
+
+
 def test_chain_seeds_are_fixed_and_distinct():
     assert cnuts.chain_seeds(7, 4) == cnuts.chain_seeds(7, 4)
     assert len(set(cnuts.chain_seeds(7, 4))) == 4

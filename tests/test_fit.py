@@ -144,6 +144,16 @@ def test_short_run_warns_naming_parameters(data):
         model.fit(random_seed=1, **dict(SHORT, draws=40, tune=40))
 
 
+def test_one_chain_fits_and_says_rhat_is_not_checked(data):
+    """With chains=1 there is no R-hat: the fit says so, and the tables show NaN, not an error."""
+    model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
+    with pytest.warns(bg.ConvergenceWarning, match="R-hat needs at least two chains"):
+        res = model.fit(random_seed=1, **dict(SHORT, chains=1))
+    assert np.isnan(res.diagnostics["max_rhat"]) and res.diagnostics["min_ess_bulk"] > 0
+    table = res.summary()
+    assert table["r_hat"].isna().all() and (table["ess_bulk"] > 0).all()
+
+
 @pytest.mark.parametrize(
     ("rows", "columns", "effects", "chosen"),
     [
