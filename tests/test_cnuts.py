@@ -130,3 +130,12 @@ def test_no_forking_inside_a_daemonic_process():
     worker.start()
     assert queue.get(timeout=60) is True
     worker.join()
+
+
+def test_small_designs_need_no_matrix_vector_product():
+    """X·β of a small design is an elementwise product and a sum: PyTensor runs Gemv in Python
+    when it links no BLAS (model.ELEMENTWISE_MAX)."""
+    model = bg.GLMM("y ~ x + I(x**2) + (1 | school)", _sim(), family="bernoulli")
+    fns = cnuts.compile_functions(model.sampling_model(), ["fixef"])
+    ops = {type(node.op).__name__ for node in fns.logp_dlogp.maker.fgraph.apply_nodes}
+    assert not ops & {"Gemv", "Dot22", "Dot", "Gemm", "Dot22Scalar", "CGemv"}, ops
