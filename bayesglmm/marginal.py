@@ -150,15 +150,16 @@ def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
 def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals):
     """(log det M, wᵀw, z draw) for one grouping factor."""
     k = len(block.terms)
+    # the small products are written elementwise, like Residuals' (no BLAS: Dot22 runs in Python)
     A = pt.as_tensor(_cross_products(block))
-    AL = pt.tensordot(A, L, axes=[[2], [0]])  # (J, k, k): A_j L
-    M = pt.eye(k)[None] + pt.tensordot(AL, L, axes=[[1], [0]]).dimshuffle(0, 2, 1) / sigma2
+    AL = (A[:, :, :, None] * L[None, None, :, :]).sum(axis=2)  # (J, k, k): A_j L
+    M = pt.eye(k)[None] + (L[None, :, :, None] * AL[:, :, None, :]).sum(axis=1) / sigma2  # I + Lᵀ A_j L / σ²
     C = _small_cholesky(M, k)
-    w = _forward(C, pt.dot(r.group_sums(block), L) / sigma2, k)
+    w = _forward(C, (r.group_sums(block)[:, :, None] * L[None]).sum(axis=1) / sigma2, k)
     logdet = 2.0 * sum((pt.log(C[i][i]).sum() for i in range(k)), start=pt.zeros(()))
     eps = pm.Normal.dist(0.0, 1.0, size=(len(block.levels), k))
     z = _backward(C, [w[i] + eps[:, i] for i in range(k)], k)
-    return logdet, sum((wi @ wi for wi in w), start=pt.zeros(())), {block.name: z}
+    return logdet, sum(((wi**2).sum() for wi in w), start=pt.zeros(())), {block.name: z}
 
 
 def _full_cross_product(design: Design) -> np.ndarray:
@@ -218,9 +219,9 @@ def add_marginal_likelihood(
     model samples, ``θ`` its coefficients); ``y`` is the response minus any
     offset.  ``scales`` maps each block name to its k × k factor ``L``
     (Cholesky factor of the block's covariance, or ``diag(sd)``).  The draws
-    are deterministics ``z_<block>`` built on an unregistered N(0, 1): they
-    are never stored while sampling and are produced afterwards by
-    :func:`complete_posterior`.
+    are deterministics ``z_<block>`` built on an unregistered N(0, 1), and
+    the effects ``r_<block> = z Lᵀ``: they are never stored while sampling
+    and are produced afterwards by :func:`complete_posterior`.
     """
     blocks = design.blocks
     sigma2 = sigma**2
@@ -232,27 +233,25 @@ def add_marginal_likelihood(
     n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
     pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww))
     for block in blocks:
-        pm.Deterministic(f"z_{block.name}", draws[block.name], dims=(block.group, f"{block.name}__term"))
+        dims = (block.group, f"{block.name}__term")
+        z = pm.Deterministic(f"z_{block.name}", draws[block.name], dims=dims)
+        pm.Deterministic(f"r_{block.name}", pt.dot(z, scales[block.name].T), dims=dims)
 
 
 def effect_draw_names(design: Design) -> list[str]:
-    """Names of the conditional draws of the random effects."""
-    return [f"z_{block.name}" for block in design.blocks]
+    """Names of the conditional draws of the random effects: ``z`` and ``r`` of every block."""
+    return [f"{kind}_{block.name}" for kind in ("z", "r") for block in design.blocks]
 
 
 def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design, seed: int) -> None:
-    """Add exact conditional draws of ``z`` and the effects ``r`` to ``idata.posterior``."""
+    """Add exact conditional draws of ``z`` and the effects ``r`` to ``idata.posterior``
+    (one compiled function), with the dims ``full`` gives them."""
     names = effect_draw_names(design)
     kwargs = {"var_names": names, "progressbar": False, "return_inferencedata": False}
-    z = pm.sample_posterior_predictive(idata, model=marginal, random_seed=seed, **kwargs)
+    draws = pm.sample_posterior_predictive(idata, model=marginal, random_seed=seed, **kwargs)
     posterior = idata.posterior
     for name in names:
-        posterior[name] = _as_da(z[name], posterior, full, name)
-    r_names = [f"r_{block.name}" for block in design.blocks]
-    kwargs["var_names"] = r_names
-    r = pm.sample_posterior_predictive(idata, model=full, random_seed=seed, **kwargs)
-    for name in r_names:
-        posterior[name] = _as_da(r[name], posterior, full, name)
+        posterior[name] = _as_da(draws[name], posterior, full, name)
 
 
 def _as_da(values: np.ndarray, posterior, model: pm.Model, name: str):

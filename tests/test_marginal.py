@@ -121,6 +121,20 @@ def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
     assert np.cov(draws[:, j].T) == pytest.approx(np.linalg.inv(P), abs=0.05)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 + x || g)"])
+def test_completed_effects_are_the_full_models(sim_gaussian, formula):
+    """r drawn with z from the marginal model is the full model's r = z Lᵀ at the same parameters."""
+    m = bg.GLMM(formula, sim_gaussian)
+    marginal, full = m.marginal_model(), m.pymc_model
+    point = marginal.initial_point()
+    z, r = marginal.replace_rvs_by_values([marginal["z_g"], marginal["r_g"]])
+    z_draw, r_draw = marginal.compile_fn([z, r], inputs=marginal.value_vars, random_seed=3)(point)
+    (r_full,) = full.replace_rvs_by_values([full["r_g"]])
+    inputs = [v for v in full.value_vars if v.name != "z_g"] + [full.rvs_to_values[full["z_g"]]]
+    fn = full.compile_fn(r_full, inputs=inputs, on_unused_input="ignore")
+    np.testing.assert_allclose(r_draw, fn({**point, "z_g": z_draw}), rtol=1e-12, atol=1e-12)
+
+
 def test_bad_marginalize_argument(sim_gaussian, sim_binary):
     with pytest.raises(bg.FitArgumentError, match="marginalize must be"):
         bg.GLMM("y ~ x + (1 | g)", sim_gaussian).fit(marginalize="yes")
