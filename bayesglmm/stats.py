@@ -58,7 +58,7 @@ def _split(draws: np.ndarray) -> np.ndarray:
 def _ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..N down each column of (N, K) ``values``, ties given their average rank.
 
-    SciPy's ``rankdata`` takes 2.7 s for 4000 columns of 4000 draws; sorting once is 10 times faster.
+    For 4000 columns of 4000 draws SciPy's ``rankdata`` takes 2.7 s, one sort about 0.5 s.
     """
     rows = np.ascontiguousarray(values.T)  # (K, N): sort along contiguous memory
     order = np.argsort(rows, axis=1)
