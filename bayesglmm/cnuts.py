@@ -107,7 +107,26 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     return CFunctions(logp_dlogp, expand, initial, tuple(names), ndim)
 
 
-def _nutpie_model(model: pm.Model, fns: CFunctions):
+class _DrawCounter:
+    """Draws done (tuning included) per chain, in memory that forked workers share with this process.
+
+    nutpie calls ``expand`` once per draw; each call ticks the slot of the chain
+    being sampled, which the worker sets before sampling it.  Each slot has one
+    writer, so no lock is needed.
+    """
+
+    def __init__(self, chains: int) -> None:
+        self.counts = multiprocessing.RawArray("q", chains)
+        self.chain = 0
+
+    def tick(self) -> None:
+        self.counts[self.chain] += 1
+
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+
+def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter):
     """A nutpie model calling ``fns``; each chain gets its own copies (C functions are not re-entrant)."""
     from nutpie.compiled_pyfunc import from_pyfunc
 
@@ -131,6 +150,7 @@ def _nutpie_model(model: pm.Model, fns: CFunctions):
         fn = fns.expand.copy()
 
         def expand(x, **_):
+            counter.tick()
             return dict(zip(fns.names, fn(x)))
 
         return expand
@@ -180,8 +200,9 @@ def sample_chains(model: pm.Model, names: list[str], cfg: FitConfig, draw_mass: 
     """
     import nutpie
 
-    nmodel = _nutpie_model(model, compile_functions(model, names))
     chains = cfg.chains
+    counter = _DrawCounter(chains)
+    nmodel = _nutpie_model(model, compile_functions(model, names), counter)
     seeds = chain_seeds(cfg.random_seed, chains)
     settings = {
         "draws": cfg.draws,
@@ -195,19 +216,21 @@ def sample_chains(model: pm.Model, names: list[str], cfg: FitConfig, draw_mass: 
     }
 
     def one(chain: int) -> az.InferenceData:
+        counter.chain = chain
         return nutpie.sample(nmodel, seed=seeds[chain], **settings)
 
     ctx = _fork_context()
     processes = min(cfg.cores, chains)
+    progress = _Progress(chains * (cfg.tune + cfg.draws), counter, cfg.progressbar)
     if ctx is None or processes < 2:
         traces = {}
-        with _Progress(chains, cfg.progressbar) as progress:
+        with progress:
             for chain in range(chains):
                 traces[chain] = one(chain)
-                progress.advance()
+                progress.update()
     else:
         workers, pipes = _start_workers(ctx, one, chains, processes)
-        with _Progress(chains, cfg.progressbar) as progress:  # started after the fork: no thread of it in the workers
+        with progress:  # started after the fork: no thread of it in the workers
             traces = _collect(workers, pipes, chains, progress)
     idata = az.concat([traces[c] for c in range(chains)], dim="chain")
     return idata.assign_coords(chain=np.arange(chains), groups=["posterior", "sample_stats"])
@@ -242,10 +265,11 @@ def _collect(workers: list, pipes: list, chains: int, progress: _Progress) -> di
     traces: dict[int, az.InferenceData] = {}
     try:
         for kind, chain, payload in _all_messages(pipes):
+            progress.update()
             if kind == "error":
                 raise RuntimeError(f"a sampling process failed:\n{payload}")
-            traces[chain] = payload
-            progress.advance()
+            if kind == "chain":
+                traces[chain] = payload
     finally:
         for worker in workers:
             if worker.is_alive() and len(traces) < chains:
@@ -257,11 +281,19 @@ def _collect(workers: list, pipes: list, chains: int, progress: _Progress) -> di
     return traces
 
 
+#: Seconds between two looks at the draw counter while waiting for the workers.
+POLL = 0.25
+
+
 def _all_messages(pipes: list):
-    """Every message of every pipe, in the order they arrive, until all are closed."""
+    """Every message of every pipe, in the order they arrive, until all are closed;
+    ``("tick", None, None)`` after every ``POLL`` seconds without one."""
     open_pipes = list(pipes)
     while open_pipes:
-        for receive in multiprocessing.connection.wait(open_pipes):
+        ready = multiprocessing.connection.wait(open_pipes, timeout=POLL)
+        if not ready:
+            yield ("tick", None, None)
+        for receive in ready:
             try:
                 yield pickle.loads(receive.recv_bytes())
             except EOFError:
@@ -269,25 +301,26 @@ def _all_messages(pipes: list):
 
 
 class _Progress:
-    """Finished chains out of all, as a rich progress bar when asked for."""
+    """Draws done (tuning included) out of all chains', as a rich progress bar when asked for."""
 
-    def __init__(self, chains: int, show: bool) -> None:
-        self._bar = None
+    def __init__(self, total: int, counter: _DrawCounter, show: bool) -> None:
+        self._bar, self._counter = None, counter
         if show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            columns = (TextColumn("chains"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (TextColumn("draws"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             self._bar = Progress(*columns, redirect_stdout=False, redirect_stderr=False)
-            self._task = self._bar.add_task("sampling", total=chains)
+            self._task = self._bar.add_task("sampling", total=total)
 
     def __enter__(self) -> _Progress:
         if self._bar is not None:
             self._bar.start()
         return self
 
-    def advance(self) -> None:
+    def update(self) -> None:
+        """Show the draws the counter holds."""
         if self._bar is not None:
-            self._bar.advance(self._task)
+            self._bar.update(self._task, completed=self._counter.total())
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:

@@ -72,6 +72,23 @@ def test_structural_numbers_stay_constants():
     assert not cnuts._is_data_number(pt.constant([0.4, 0.3]))  # arrays are inputs of the code already
 
 
+@pytest.mark.sampling
+@pytest.mark.parametrize("cores", [1, 2])
+def test_progress_counts_every_draw(model, monkeypatch, cores):
+    """The bar follows the draws (tuning included) of all chains, also across forked workers."""
+    seen = []
+
+    class Recorder(cnuts._Progress):
+        def update(self) -> None:
+            seen.append(self._counter.total())
+
+    monkeypatch.setattr(cnuts, "_Progress", Recorder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        model.fit(draws=30, tune=40, chains=3, cores=cores, random_seed=1, progressbar=False, sampler="nutpie-c")
+    assert seen == sorted(seen) and seen[-1] == 3 * 70
+
+
 def test_chain_seeds_are_fixed_and_distinct():
     assert cnuts.chain_seeds(7, 4) == cnuts.chain_seeds(7, 4)
     assert len(set(cnuts.chain_seeds(7, 4))) == 4
@@ -108,13 +125,21 @@ def _dying(chain: int):
 @pytest.mark.skipif(cnuts._fork_context() is None, reason="needs fork")
 def test_a_failing_chain_raises_with_its_traceback():
     with pytest.raises(RuntimeError, match=r"(?s)a sampling process failed.*boom in chain 1"):
-        cnuts._collect(*cnuts._start_workers(cnuts._fork_context(), _failing, 2, 2), 2, cnuts._Progress(2, False))
+        cnuts._collect(
+            *cnuts._start_workers(cnuts._fork_context(), _failing, 2, 2),
+            2,
+            cnuts._Progress(2, cnuts._DrawCounter(2), False),
+        )
 
 
 @pytest.mark.skipif(cnuts._fork_context() is None, reason="needs fork")
 def test_a_dead_process_raises_naming_the_missing_chains():
     with pytest.raises(RuntimeError, match=r"without chains \[0, 1\]"):
-        cnuts._collect(*cnuts._start_workers(cnuts._fork_context(), _dying, 2, 2), 2, cnuts._Progress(2, False))
+        cnuts._collect(
+            *cnuts._start_workers(cnuts._fork_context(), _dying, 2, 2),
+            2,
+            cnuts._Progress(2, cnuts._DrawCounter(2), False),
+        )
 
 
 def _report_fork_context(queue) -> None:
