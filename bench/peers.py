@@ -16,9 +16,9 @@ caches).  Each fit is therefore run twice, and only the second run is timed: the
 untimed, fills the caches, so that what is measured is a user's refit, not the
 compiler.  All fits of a run share one PyTensor compile directory, new for the run
 (``--compiledir`` keeps one): the index of compiled modules that every fresh process
-loads grows with everything ever compiled in a directory, 0.02 s with the benchmark's
-own ~100 modules and 2-4 s with a development machine's ~1000, for bambi and for us
-alike, and would otherwise measure the machine's history.  ``--cold`` times the first
+loads grows with everything ever compiled in a directory: 0.05-0.1 s with the ~160
+modules of cbpp and sleepstudy and their peers, 2.2-4 s with a development machine's
+~980, for bambi and for us alike.  It would otherwise measure the machine's history.  ``--cold`` times the first
 run instead.
 
 Run: ``python bench/peers.py --bambi-python /path/to/venv/bin/python [--models cbpp sleepstudy]``.
