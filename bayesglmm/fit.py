@@ -417,10 +417,10 @@ def check_draws(idata: az.InferenceData, names: dict[str, np.ndarray]) -> dict[s
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
     with warnings.catch_warnings():  # all-NaN statistics (one chain) are reported as NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        worst = {"max_rhat": float(np.nanmax(rhat)), "min_ess_bulk": float(np.nanmin(bulk))}
-        worst["min_ess_tail"] = float(np.nanmin(tail))
-    return {
-        **worst,
-        "divergences": n_div,
-        "max_treedepth_hits": n_depth,
-    }
+        return {
+            "max_rhat": float(np.nanmax(rhat)),
+            "min_ess_bulk": float(np.nanmin(bulk)),
+            "min_ess_tail": float(np.nanmin(tail)),
+            "divergences": n_div,
+            "max_treedepth_hits": n_depth,
+        }

@@ -52,11 +52,12 @@ def marginal_layout(design: Design) -> str | None:
     return "dense" if q <= DENSE_MAX else None
 
 
-def _cross_products(block: GroupBlock) -> np.ndarray:
-    """Per level j, ``Σ_{i in j} Z_i Z_iᵀ``: shape (J, k, k)."""
-    J, k = len(block.levels), len(block.terms)
-    out = np.zeros((J, k, k))
-    np.add.at(out, block.idx, block.Z[:, :, None] * block.Z[:, None, :])
+def _level_sums(block: GroupBlock, values: np.ndarray) -> np.ndarray:
+    """Per level j, ``Σ_{i in j} Z_i ⊗ values_i`` over the rows: shape (J, k, *values.shape[1:])."""
+    Z = block.Z.reshape(block.Z.shape + (1,) * (values.ndim - 1))
+    terms = Z * values[:, None]
+    out = np.zeros((len(block.levels),) + terms.shape[1:])
+    np.add.at(out, block.idx, terms)
     return out
 
 
@@ -89,13 +90,7 @@ class Residuals:
         """Statistics of ``y - A θ`` for every block of ``design``."""
         theta_hat = np.linalg.lstsq(A, y, rcond=None)[0] if A.shape[1] else np.zeros(0)
         e = y - A @ theta_hat
-        sums = {}
-        for block in design.blocks:
-            J, k = len(block.levels), len(block.terms)
-            Ze, ZA = np.zeros((J, k)), np.zeros((J, k, A.shape[1]))
-            np.add.at(Ze, block.idx, block.Z * e[:, None])
-            np.add.at(ZA, block.idx, block.Z[:, :, None] * A[:, None, :])
-            sums[block.name] = (Ze, ZA)
+        sums = {block.name: (_level_sums(block, e), _level_sums(block, A)) for block in design.blocks}
         return cls(theta, theta_hat, float(e @ e), A.T @ e, A.T @ A, sums)
 
     def _d(self) -> pt.TensorVariable:
@@ -151,7 +146,7 @@ def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals)
     """(log det M, wᵀw, z draw) for one grouping factor."""
     k = len(block.terms)
     # the small products are written elementwise, like Residuals' (no BLAS: Dot22 runs in Python)
-    A = pt.as_tensor(_cross_products(block))
+    A = pt.as_tensor(_level_sums(block, block.Z))  # Σ Z_i Z_iᵀ per level
     AL = (A[:, :, :, None] * L[None, None, :, :]).sum(axis=2)  # (J, k, k): A_j L
     M = pt.eye(k)[None] + (L[None, :, :, None] * AL[:, :, None, :]).sum(axis=1) / sigma2  # I + Lᵀ A_j L / σ²
     C = _small_cholesky(M, k)

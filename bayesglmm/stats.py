@@ -130,39 +130,37 @@ def _valid(draws: np.ndarray, chains: int) -> np.ndarray:
 CHUNK = 256
 
 
-def _by_chunks(draws: np.ndarray, statistics) -> dict[str, np.ndarray]:
-    """``statistics(x, valid)`` over chunks of the flattened elements, reassembled in ``draws``' trailing shape."""
-    x = np.asarray(draws, dtype=float).reshape(draws.shape[:2] + (-1,))
-    parts = [statistics(x[..., i : i + CHUNK]) for i in range(0, x.shape[2], CHUNK)]
-    keys = parts[0] if parts else ()
-    return {k: np.concatenate([p[k] for p in parts]).reshape(draws.shape[2:]) for k in keys}
+def _by_chunks(draws: np.ndarray, statistic, names: tuple[str, ...], chains: int = 1) -> dict[str, np.ndarray]:
+    """``statistic`` (arrays ``names`` of the (m, n, K) draws it is given) for every trailing
+    element of ``draws``, ``CHUNK`` elements at a time; NaN for elements with a NaN, fewer
+    than 4 draws or fewer than ``chains`` chains."""
+    K = int(np.prod(draws.shape[2:], dtype=int))
+    x = np.asarray(draws, dtype=float).reshape(draws.shape[:2] + (K,))
+    out = {name: np.full(K, np.nan) for name in names}
+    for i in range(0, K, CHUNK):
+        chunk = x[..., i : i + CHUNK]
+        valid = _valid(chunk, chains)
+        if valid.any():
+            with np.errstate(all="ignore"):
+                values = statistic(np.where(valid, chunk, 0.0))
+            for name in names:
+                out[name][i : i + CHUNK] = np.where(valid, values[name], np.nan)
+    return {name: value.reshape(draws.shape[2:]) for name, value in out.items()}
 
 
-def _masked(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return np.where(valid, values, np.nan)
+def _ess_statistics(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Bulk ESS and tail ESS (the smaller of those of the 5% and 95% quantiles)."""
+    low, high = np.quantile(x.reshape(-1, x.shape[2]), [0.05, 0.95], axis=0)
+    tail = np.minimum(_ess_of(_split(1.0 * (x <= low))), _ess_of(_split(1.0 * (x <= high))))
+    return {"ess_bulk": _ess_of(_z_scale(_split(x))), "ess_tail": tail}
 
 
-def _convergence(x: np.ndarray) -> dict[str, np.ndarray]:
-    valid = _valid(x, 1)
-    if not valid.any():
-        return {k: np.full(x.shape[2], np.nan) for k in ("ess_bulk", "ess_tail", "r_hat")}
-    clean = np.where(valid, x, 0.0)
-    with np.errstate(all="ignore"):
-        bulk = _ess_of(_z_scale(_split(clean)))
-        low, high = np.quantile(clean.reshape(-1, x.shape[2]), [0.05, 0.95], axis=0)
-        tail = np.minimum(_ess_of(_split(1.0 * (clean <= low))), _ess_of(_split(1.0 * (clean <= high))))
-    return {"ess_bulk": _masked(bulk, valid), "ess_tail": _masked(tail, valid), "r_hat": _rhat(x)["r_hat"]}
-
-
-def _rhat(x: np.ndarray) -> dict[str, np.ndarray]:
-    valid = _valid(x, 2)
-    if not valid.any():
-        return {"r_hat": np.full(x.shape[2], np.nan)}
-    split = _split(np.where(valid, x, 0.0))
-    with np.errstate(all="ignore"):
-        bulk = _rhat_of(_z_scale(split))
-        folded = _rhat_of(_z_scale(np.abs(split - np.median(split.reshape(-1, x.shape[2]), axis=0))))
-    return {"r_hat": _masked(np.where(folded > bulk, folded, bulk), valid)}
+def _rhat_statistic(x: np.ndarray) -> dict[str, np.ndarray]:
+    """The larger of the bulk and the folded rank-normalised split R-hat."""
+    split = _split(x)
+    bulk = _rhat_of(_z_scale(split))
+    folded = _rhat_of(_z_scale(np.abs(split - np.median(split.reshape(-1, x.shape[2]), axis=0))))
+    return {"r_hat": np.where(folded > bulk, folded, bulk)}
 
 
 def convergence(draws: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,31 +168,17 @@ def convergence(draws: np.ndarray) -> dict[str, np.ndarray]:
 
     NaN where an element holds a NaN or has fewer than 4 draws (R-hat: fewer than 2 chains).
     """
-    if not draws.size:
-        return {k: np.full(draws.shape[2:], np.nan) for k in ("ess_bulk", "ess_tail", "r_hat")}
-    return _by_chunks(draws, _convergence)
+    return _by_chunks(draws, _ess_statistics, ("ess_bulk", "ess_tail")) | {"r_hat": rhat(draws)}
 
 
 def ess_mean(draws: np.ndarray) -> np.ndarray:
     """ESS of the posterior mean (split chains, no rank normalisation) of every trailing element."""
-
-    def statistic(x: np.ndarray) -> dict[str, np.ndarray]:
-        valid = _valid(x, 1)
-        if not valid.any():
-            return {"ess": np.full(x.shape[2], np.nan)}
-        with np.errstate(all="ignore"):
-            return {"ess": _masked(_ess_of(_split(np.where(valid, x, 0.0))), valid)}
-
-    if not draws.size:
-        return np.full(draws.shape[2:], np.nan)
-    return _by_chunks(draws, statistic)["ess"]
+    return _by_chunks(draws, lambda x: {"ess": _ess_of(_split(x))}, ("ess",))["ess"]
 
 
 def rhat(draws: np.ndarray) -> np.ndarray:
     """Rank-normalised split R-hat for every trailing element of ``draws``; NaN for a single chain."""
-    if not draws.size:
-        return np.full(draws.shape[2:], np.nan)
-    return _by_chunks(draws, _rhat)["r_hat"]
+    return _by_chunks(draws, _rhat_statistic, ("r_hat",), chains=2)["r_hat"]
 
 
 def group_sums(values: np.ndarray, idx: np.ndarray, n_groups: int) -> np.ndarray:
