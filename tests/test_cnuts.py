@@ -164,3 +164,18 @@ def test_small_designs_need_no_matrix_vector_product():
     fns = cnuts.compile_functions(model.sampling_model(), ["fixef"])
     ops = {type(node.op).__name__ for node in fns.logp_dlogp.maker.fgraph.apply_nodes}
     assert not ops & {"Gemv", "Dot22", "Dot", "Gemm", "Dot22Scalar", "CGemv"}, ops
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "gaussian"])
+def test_correlated_blocks_run_no_python_in_the_gradient(family):
+    """Every operation of the compiled log density and gradient has C code: a correlated
+    block's factor L is gathered from LKJCholeskyCov's packed rows (model.unpack_lower),
+    not expanded by a two-index assignment, which PyTensor runs in Python."""
+    from pytensor.link.c.interface import CLinkerOp
+
+    data = _sim()
+    model = bg.GLMM("y ~ x + (1 + x | school)", data, family=family)
+    target = model.marginal_model() if family == "gaussian" else model.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef"])
+    python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}
+    assert not python, python

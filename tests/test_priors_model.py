@@ -153,3 +153,13 @@ def test_one_scatter_add_per_term(sim_gaussian, formula):
         if type(node.op).__name__.startswith("AdvancedIncSubtensor") and "idx_" in str(node.inputs[-1])
     ]
     assert len(scatters) == 2
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_unpack_lower_is_pymcs_expansion(k):
+    """The factor L the model builds from LKJCholeskyCov's packed rows is PyMC's own."""
+    from bayesglmm.model import unpack_lower
+
+    packed = np.random.default_rng(k).normal(size=k * (k + 1) // 2)
+    ours = unpack_lower(pt.as_tensor(packed), k).eval()
+    np.testing.assert_array_equal(ours, pm.expand_packed_triangular(k, packed, lower=True).eval())
