@@ -124,8 +124,9 @@ def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable
     return C
 
 
-def _forward(C, c: pt.TensorVariable, k: int) -> list[pt.TensorVariable]:
-    """Solve ``C w = c`` (lower triangular, stacked)."""
+def forward_solve(C, c: pt.TensorVariable, k: int) -> list[pt.TensorVariable]:
+    """Solve ``C w = c`` (lower triangular, stacked): ``C[i][m]`` has shape (J,) or (), ``c`` (J, k);
+    returns the k columns of ``w``, each (J,)."""
     w: list[pt.TensorVariable] = []
     for i in range(k):
         acc = c[:, i] - sum((C[i][m] * w[m] for m in range(i)), start=pt.zeros(()))
@@ -150,7 +151,7 @@ def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals)
     AL = (A[:, :, :, None] * L[None, None, :, :]).sum(axis=2)  # (J, k, k): A_j L
     M = pt.eye(k)[None] + (L[None, :, :, None] * AL[:, :, None, :]).sum(axis=1) / sigma2  # I + Lᵀ A_j L / σ²
     C = _small_cholesky(M, k)
-    w = _forward(C, (r.group_sums(block)[:, :, None] * L[None]).sum(axis=1) / sigma2, k)
+    w = forward_solve(C, (r.group_sums(block)[:, :, None] * L[None]).sum(axis=1) / sigma2, k)
     logdet = 2.0 * sum((pt.log(C[i][i]).sum() for i in range(k)), start=pt.zeros(()))
     eps = pm.Normal.dist(0.0, 1.0, size=(len(block.levels), k))
     z = _backward(C, [w[i] + eps[:, i] for i in range(k)], k)

@@ -26,11 +26,10 @@ from collections.abc import Mapping
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-from pytensor.tensor.slinalg import solve_triangular
 
 from .design import Design, FixedDesign, GroupBlock
 from .families import Family, Link
-from .marginal import add_marginal_likelihood
+from .marginal import LOG_2PI, add_marginal_likelihood, forward_solve
 from .parameterization import NestedPair, level_covariates
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
@@ -184,16 +183,49 @@ def _block_effects(
         effects = z * scale if scale.ndim == 1 else pt.dot(z, scale.T)
         return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     scale = _block_scale(block, priors)
-    if block.correlated:  # centred whole, whatever the weights: w ~ MvNormal(anchor, L Lᵀ)
-        anchor = pt.zeros((len(block.levels), len(block.terms))) + anchor
-        w = pm.MvNormal(f"w_{block.name}", mu=anchor, chol=scale, dims=dims)
+    if block.correlated:  # centred whole, whatever the weights: w ~ N(anchor, L Lᵀ)
+        k = len(block.terms)
+        anchor = pt.zeros((len(block.levels), k)) + anchor
+        w = _mv_normal(f"w_{block.name}", anchor, scale, k, dims)
         effects = w - anchor
-        pm.Deterministic(f"z_{block.name}", solve_triangular(scale, effects.T, lower=True).T, dims=dims)
+        pm.Deterministic(f"z_{block.name}", pt.stack(_whiten(scale, effects, k), axis=1), dims=dims)
         return pm.Deterministic(f"r_{block.name}", effects, dims=dims)
     anchor = centring * anchor
     w = pm.Normal(f"w_{block.name}", anchor, scale**centring, dims=dims)
     effects = (w - anchor) * scale ** (1.0 - centring)
     return _stored_effects(block, effects, scale)
+
+
+def _whiten(L: pt.TensorVariable, d: pt.TensorVariable, k: int) -> list[pt.TensorVariable]:
+    """The k columns of ``L⁻¹ dᵀ`` for the rows of ``d`` (J, k), by forward substitution
+    (``L`` k × k, or one per row, J × k × k, as a multivariate log density receives it)."""
+    return forward_solve([[L[..., i, m] for m in range(i + 1)] for i in range(k)], d, k)
+
+
+def _mv_normal(name: str, mu: pt.TensorVariable, L: pt.TensorVariable, k: int, dims) -> pt.TensorVariable:
+    """Rows ``w_j ~ N(mu_j, L Lᵀ)``, k-variate, with a log density written elementwise.
+
+    PyMC's ``MvNormal`` goes through a Cholesky factorisation and triangular
+    solves, operations without C code that PyTensor runs in Python, and their
+    gradients likewise, at every gradient; here the k × k solve is unrolled
+    over the terms and vectorised over the levels.
+    """
+
+    def logp(value, mu, L):
+        u = _whiten(L, value - mu, k)
+        logdet = sum((pt.log(L[..., i, i]) for i in range(k)), start=pt.zeros(()))
+        return -0.5 * sum(ui**2 for ui in u) - logdet - 0.5 * k * LOG_2PI
+
+    def random(mu, L, rng=None, size=None):
+        batch = tuple(size) if size is not None else np.broadcast_shapes(np.shape(mu)[:-1], np.shape(L)[:-2])
+        return mu + np.einsum("...ij,...j->...i", L, rng.normal(size=(*batch, k)))
+
+    def support_point(rv, size, mu, L):
+        return pt.broadcast_to(mu, rv.shape)
+
+    return pm.CustomDist(
+        name, mu, L, logp=logp, random=random, support_point=support_point, signature="(k),(k,k)->(k)", dims=dims
+    )
 
 
 def _stored_effects(block: GroupBlock, effects: pt.TensorVariable, scale) -> pt.TensorVariable:
