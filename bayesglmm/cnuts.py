@@ -94,10 +94,11 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     logp = model.logp()
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
     (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
-    logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True)
     stored = model.replace_rvs_by_values([model[name] for name in names])
-    stored, joined = join_nonshared_inputs(start, stored, values)
-    expand = compile_fn([joined], lift_numbers(stored), trust_input=True, on_unused_input="ignore")
+    stored, joined_stored = join_nonshared_inputs(start, stored, values)
+    with model:  # PyMC's compile drops the parameter checks of a model with check_bounds=False
+        logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True)
+        expand = compile_fn([joined_stored], lift_numbers(stored), trust_input=True, on_unused_input="ignore")
 
     def initial(seed: int) -> np.ndarray:
         drawn = point(seed)

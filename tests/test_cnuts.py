@@ -6,6 +6,7 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bayesglmm as bg
@@ -179,3 +180,24 @@ def test_correlated_blocks_run_no_python_in_the_gradient(family):
     fns = cnuts.compile_functions(target, ["fixef"])
     python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}
     assert not python, python
+
+
+def test_compiled_without_parameter_checks(caplog):
+    """The model has check_bounds=False (every parameter is constrained by its transform), and
+    nutpie-c's functions are compiled as PyMC compiles them for it: without the checks.  With
+    them, a partially centred gamma model tripped a PyTensor rewrite on ``sd**c > 0``, which
+    logged an error and its traceback at every fit."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), 10)
+    x = rng.normal(size=g.size)
+    eta = 0.3 + 0.5 * x + rng.normal(0, 0.5, 12)[g]
+    df = pd.DataFrame({"x": x, "g": [f"g{i}" for i in g], "y": np.exp(eta + rng.normal(0, 0.3, g.size))})
+    model = bg.GLMM("y ~ x + (1 | g)", df, family="gamma")
+    assert model.centring()  # the partially centred form, Normal(w | anchor, sd**c)
+    with caplog.at_level(logging.ERROR, logger="pytensor"):
+        fns = cnuts.compile_functions(model.sampling_model(), ["fixef"])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    ops = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes}
+    assert not any("CheckParameterValue" in op for op in ops)
