@@ -27,6 +27,25 @@ import pytensor.tensor as pt
 from .families import _BINARY_LINK_VARIANCE, CategoryFamily
 
 
+def _categorical_logp(value: pt.TensorVariable, logits: pt.TensorVariable) -> pt.TensorVariable:
+    """``log p(y_i = value_i)`` of rows with logits (n, K): PyMC's ``Categorical`` density.
+
+    Each row's logit is gathered from the flattened logits with one index
+    (``i K + value_i``): PyMC's two-index selection, and its gradient, have no
+    C code and run in Python at every gradient.
+    """
+    picked = logits.ravel()[pt.arange(value.shape[0]) * logits.shape[-1] + value]
+    return picked - pt.logsumexp(logits, axis=-1)
+
+
+def _categorical_random(logits: np.ndarray, rng=None, size=None) -> np.ndarray:
+    """Draws 0..K-1 with probabilities ``softmax(logits)`` (rows in the last axis)."""
+    batch = tuple(size) if size is not None else np.shape(logits)[:-1]
+    p = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    cumulative = np.cumsum(np.broadcast_to(p / p.sum(axis=-1, keepdims=True), (*batch, np.shape(logits)[-1])), axis=-1)
+    return (rng.uniform(size=(*batch, 1)) > cumulative[..., :-1]).sum(axis=-1)
+
+
 @dataclass(frozen=True)
 class Categorical(CategoryFamily):
     """Baseline-category (multinomial) logit model with one linear predictor per non-reference category."""
@@ -61,7 +80,15 @@ class Categorical(CategoryFamily):
 
     def likelihood(self, name, eta, link, params, observed, trials):
         codes = pt.cast(observed, "int64")
-        return pm.Categorical(name, logit_p=self._logits(eta), observed=codes, shape=eta.shape[0])
+        return pm.CustomDist(
+            name,
+            self._logits(eta),
+            logp=_categorical_logp,
+            random=_categorical_random,
+            signature="(k)->()",
+            observed=codes,
+            dtype="int64",
+        )
 
     def mean(self, eta, link, params):
         """Category probabilities, shape (row, K)."""

@@ -4,6 +4,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
 import pytest
 from scipy import optimize, special
 
@@ -169,3 +171,19 @@ def test_categorical_recovery():
     for name, value in TRUTH.items():
         assert abs(s.loc[name, "mean"] - value) < 3 * s.loc[name, "sd"], (name, s.loc[name, "mean"], value)
     assert s["r_hat"].max() <= 1.01 and res.diagnostics["divergences"] == 0
+
+
+def test_density_and_draws_are_pymcs_categorical():
+    """The lean categorical density (one-index gather, C code in the gradient) is PyMC's, and its
+    draws have the softmax probabilities."""
+    from bayesglmm.categorical import _categorical_logp, _categorical_random
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(50, 4))
+    value = rng.integers(0, 4, size=50)
+    expected = pm.logp(pm.Categorical.dist(logit_p=logits, shape=50), value).eval()
+    np.testing.assert_allclose(_categorical_logp(pt.as_tensor(value), pt.as_tensor(logits)).eval(), expected)
+    draws = _categorical_random(np.tile(logits[:2], (20_000, 1, 1)), rng=np.random.default_rng(3))
+    p = np.exp(logits[:2]) / np.exp(logits[:2]).sum(axis=1, keepdims=True)
+    freq = np.stack([(draws == k).mean(axis=0) for k in range(4)], axis=1)
+    np.testing.assert_allclose(freq, p, atol=0.015)  # 4.5 SE at p = 0.5
