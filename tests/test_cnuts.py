@@ -201,3 +201,58 @@ def test_compiled_without_parameter_checks(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     ops = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes}
     assert not any("CheckParameterValue" in op for op in ops)
+
+
+def _counts_frame(seed=4):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(10), 12)
+    x = rng.normal(size=g.size)
+    eta = 0.2 + 0.5 * x + rng.normal(0, 0.6, 10)[g]
+    return pd.DataFrame(
+        {
+            "x": x,
+            "g": [f"g{i}" for i in g],
+            "s": rng.binomial(8, 1 / (1 + np.exp(-eta))),
+            "n": 8,
+            "c": rng.poisson(np.exp(eta)),
+            "pos": np.exp(eta + rng.normal(0, 0.3, g.size)),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "family"),
+    [
+        ("p(s, n) ~ x + (1 | g)", "binomial"),
+        ("c ~ x + (1 + x | g)", "poisson"),
+        ("c ~ x + (1 | g)", "negativebinomial"),
+        ("pos ~ x + (1 | g)", "gamma"),
+    ],
+)
+def test_density_and_gradient_are_pymcs_with_data_parts_computed_once(formula, family):
+    """The parts of the density computed from the data alone (a binomial's log C(n, y), a
+    count's log y!) are evaluated once before compiling (cnuts.hoist_data): the compiled
+    function holds no gammaln of the data, and its density and gradient are PyMC's."""
+    model = bg.GLMM(formula, _counts_frame(), family=family)
+    target = model.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef"])
+    x = fns.initial(2)
+    point, start = {}, 0
+    for name, value in target.initial_point().items():
+        point[name] = x[start : start + np.size(value)].reshape(np.shape(value))
+        start += np.size(value)
+    logp, grad = fns.logp_dlogp(x)
+    assert float(logp) == pytest.approx(float(target.compile_logp()(point)), rel=1e-12)
+    np.testing.assert_allclose(grad, target.compile_dlogp()(point), rtol=1e-10, atol=1e-12)
+    if family in ("binomial", "poisson"):
+        scalar_ops = [
+            str(op)
+            for node in fns.logp_dlogp.maker.fgraph.apply_nodes
+            if hasattr(node.op, "scalar_op")
+            for op in (
+                [n.op for n in node.op.scalar_op.fgraph.apply_nodes]
+                if hasattr(node.op.scalar_op, "fgraph")
+                else [node.op.scalar_op]
+            )
+        ]
+        assert not [op for op in scalar_ops if "gammaln" in op.lower()], scalar_ops
