@@ -256,3 +256,53 @@ def test_density_and_gradient_are_pymcs_with_data_parts_computed_once(formula, f
             )
         ]
         assert not [op for op in scalar_ops if "gammaln" in op.lower()], scalar_ops
+
+
+def _families_frame(seed=3):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(12), 10)
+    h = np.tile(np.arange(5), 24)
+    x = rng.normal(size=g.size)
+    eta = 0.3 + 0.5 * x + rng.normal(0, 0.5, 12)[g]
+    order = ["low", "mid", "high", "top"]
+    levels = np.take(order, np.digitize(eta + rng.logistic(size=g.size), [-0.5, 0.5, 1.5]))
+    return pd.DataFrame(
+        {
+            "x": x,
+            "g": [f"g{i}" for i in g],
+            "h": [f"h{i}" for i in h],
+            "yg": eta + rng.normal(size=g.size),
+            "yb": rng.binomial(1, 1 / (1 + np.exp(-eta))),
+            "yp": rng.poisson(np.exp(eta)),
+            "unit": 1 / (1 + np.exp(-(eta + rng.normal(0, 0.3, g.size)))),
+            "yo": pd.Categorical(levels, order, ordered=True),
+            "yc": rng.choice(["a", "b", "c"], g.size),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "family", "marginal"),
+    [
+        ("yg ~ x + (1 + x | g)", "gaussian", False),
+        ("yg ~ x + (1 | g)", "student_t", False),
+        ("yb ~ x + (1 + x || g)", "bernoulli", False),
+        ("yp ~ x + (1 | g/h)", "poisson", False),
+        ("yp ~ x + (1 | g)", "negativebinomial", False),
+        ("unit ~ x + (1 | g)", "beta", False),
+        ("yc ~ x + (1 | g)", "categorical", False),
+        ("yg ~ x + (1 + x | g)", "gaussian", True),
+    ],
+)
+def test_gradients_run_no_python(formula, family, marginal):
+    """Every operation of nutpie-c's compiled density and gradient has C code, across families
+    and random-effect structures (PyTensor runs an operation without C code in Python).
+    Not yet the cumulative (ordinal) family: PyMC's OrderedLogistic selects each row's
+    probability with two indices, in Python."""
+    from pytensor.link.c.interface import CLinkerOp
+
+    model = bg.GLMM(formula, _families_frame(), family=family)
+    target = model.marginal_model() if marginal else model.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef"])
+    python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}
+    assert not python, python
