@@ -140,11 +140,15 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     """Compile ``model``'s log density, its gradient and the stored variables ``names`` to C."""
     values = model.value_vars
     point = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs), return_transformed=True)
+
+    def joined_point(drawn: dict) -> np.ndarray:
+        return np.concatenate([np.ravel(drawn[v.name]) for v in values]).astype("float64")
+
     start = point(0)  # for the shapes
     logp = model.logp()
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
     (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
-    x0 = np.concatenate([np.ravel(start[v.name]) for v in values]).astype("float64")
+    x0 = joined_point(start)
     logp, grad = hoist_data([logp, grad], joined, x0)
     stored = model.replace_rvs_by_values([model[name] for name in names])
     stored, joined_stored = join_nonshared_inputs(start, stored, values)
@@ -153,11 +157,9 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
         expand = compile_fn([joined_stored], lift_numbers(stored), trust_input=True, on_unused_input="ignore")
 
     def initial(seed: int) -> np.ndarray:
-        drawn = point(seed)
-        return np.concatenate([np.ravel(drawn[v.name]) for v in values]).astype("float64")
+        return joined_point(point(seed))
 
-    ndim = int(sum(np.size(start[v.name]) for v in values))
-    return CFunctions(logp_dlogp, expand, initial, tuple(names), ndim)
+    return CFunctions(logp_dlogp, expand, initial, tuple(names), x0.size)
 
 
 class _DrawCounter:
