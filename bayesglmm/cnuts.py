@@ -45,6 +45,7 @@ from pytensor.tensor.shape import Shape, Shape_i
 from pytensor.tensor.type import TensorType
 from pytensor.tensor.variable import TensorConstant
 
+from ._threadstate import KeptThreadState
 from .stats import az
 
 if TYPE_CHECKING:
@@ -181,12 +182,14 @@ class _DrawCounter:
         return int(sum(self.counts))
 
 
-def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter):
+def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter, kept: KeptThreadState):
     """A nutpie model calling ``fns``.
 
     The compiled functions are not re-entrant, and are not copied: each
     ``nutpie.sample`` call runs one chain, in one thread, and a process runs its
-    chains one after the other (copying sleepstudy's took 45 ms a chain).
+    chains one after the other (copying sleepstudy's took 45 ms a chain).  That
+    thread's Python state is kept from its first call to its last draw (``kept``,
+    :mod:`bayesglmm._threadstate`).
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
@@ -194,6 +197,7 @@ def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter):
         fn = fns.logp_dlogp
 
         def logp(x, **_):
+            kept.keep()
             # Trajectories may wander where the density underflows: numpy's warnings
             # would reach the user from every such step, and a failed factorisation
             # is a point of zero density (a divergence), not an error.
@@ -211,7 +215,9 @@ def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter):
 
         def expand(x, **_):
             counter.tick()
-            return dict(zip(fns.names, fn(x)))
+            values = dict(zip(fns.names, fn(x)))
+            kept.drawn()
+            return values
 
         return expand
 
@@ -262,7 +268,8 @@ def sample_chains(model: pm.Model, names: list[str], cfg: FitConfig, draw_mass: 
 
     chains = cfg.chains
     counter = _DrawCounter(chains)
-    nmodel = _nutpie_model(model, compile_functions(model, names), counter)
+    kept = KeptThreadState(cfg.tune + cfg.draws)
+    nmodel = _nutpie_model(model, compile_functions(model, names), counter, kept)
     seeds = chain_seeds(cfg.random_seed, chains)
     settings = {
         "draws": cfg.draws,
@@ -277,6 +284,7 @@ def sample_chains(model: pm.Model, names: list[str], cfg: FitConfig, draw_mass: 
 
     def one(chain: int) -> az.InferenceData:
         counter.chain = chain
+        kept.start()
         return nutpie.sample(nmodel, seed=seeds[chain], **settings)
 
     ctx = _fork_context()

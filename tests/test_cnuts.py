@@ -306,3 +306,60 @@ def test_gradients_run_no_python(formula, family, marginal):
     fns = cnuts.compile_functions(target, ["fixef"])
     python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}
     assert not python, python
+
+
+def _thread_states() -> int:
+    """Python thread states of this interpreter (live threads, and any state left behind)."""
+    import ctypes
+
+    api = ctypes.pythonapi
+    head = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyInterpreterState_Head", api))
+    first = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(("PyInterpreterState_ThreadHead", api))
+    following = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(("PyThreadState_Next", api))
+    count, state = 0, first(head())
+    while state:
+        count, state = count + 1, following(state)
+    return count
+
+
+@pytest.mark.sampling
+def test_sampling_threads_states_are_kept_then_let_go(model, monkeypatch):
+    """Each chain's thread holds its Python state from its first gradient to its last draw, then lets go:
+    no state is left behind, none stays held, and the draws are those of a run without keeping."""
+    kept = []
+    original = cnuts.KeptThreadState
+
+    class Recorder(original):
+        def __init__(self, draws):
+            super().__init__(draws)
+            kept.append(self)
+
+    monkeypatch.setattr(cnuts, "KeptThreadState", Recorder)
+    options = {"draws": 30, "tune": 40, "chains": 3, "cores": 1, "random_seed": 2, "progressbar": False}
+    before = _thread_states()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        fit = model.fit(sampler="nutpie-c", **options)
+        assert _thread_states() == before
+        assert kept[0].held == {} and kept[0].seen == 70
+        monkeypatch.setattr(original, "keep", lambda self: None)
+        plain = model.fit(sampler="nutpie-c", **options)
+    np.testing.assert_array_equal(fit.idata.posterior["fixef"].values, plain.idata.posterior["fixef"].values)
+
+
+def test_a_kept_state_is_let_go_at_the_last_draw_only():
+    from bayesglmm._threadstate import KeptThreadState
+
+    kept = KeptThreadState(draws=2)
+    kept.keep()
+    kept.keep()
+    assert len(kept.held) == 1
+    kept.drawn()
+    assert len(kept.held) == 1
+    kept.drawn()
+    assert kept.held == {}
+    kept.keep()  # after the last draw: nothing more is held
+    assert kept.held == {}
+    kept.held[12345] = 1  # a thread of a chain that stopped early
+    kept.start()  # forgotten: a release belongs to the thread that held
+    assert kept.held == {} and kept.seen == 0
