@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
+from pymc.distributions.dist_math import log_diff_normal_cdf, normal_lccdf, normal_lcdf
 from pymc.distributions.transforms import ordered
 from scipy import optimize
 
@@ -88,13 +89,16 @@ class Cumulative(CategoryFamily):
         return {"cutpoints": centred}
 
     def likelihood(self, name, eta, link, params, observed, trials):
-        codes = pt.cast(observed, "int64")
-        if link.name == "logit":
-            return pm.OrderedLogistic(
-                name, eta=eta, cutpoints=params["cutpoints"], observed=codes, compute_p=False, shape=eta.shape
-            )
-        return pm.OrderedProbit(
-            name, eta=eta, cutpoints=params["cutpoints"], sigma=1.0, observed=codes, compute_p=False, shape=eta.shape
+        logp = _cumulative_logit_logp if link.name == "logit" else _cumulative_probit_logp
+        return pm.CustomDist(
+            name,
+            eta,
+            params["cutpoints"],
+            logp=logp,
+            random=_cumulative_random(link.name),
+            signature="(),(k)->()",
+            observed=pt.cast(observed, "int64"),
+            dtype="int64",
         )
 
     def mean(self, eta, link, params):
@@ -110,6 +114,57 @@ class Cumulative(CategoryFamily):
     def anchor_level(self, params):
         """Minus the mean threshold: the level of eta that the thresholds carry instead of an intercept."""
         return -pt.mean(params["cutpoints"])
+
+
+def _one_set(cutpoints: pt.TensorVariable) -> pt.TensorVariable:
+    """The thresholds, (k,): the family passes one set, which ``CustomDist`` broadcasts to every row."""
+    return cutpoints[(0,) * (cutpoints.ndim - 1)] if cutpoints.ndim > 1 else cutpoints
+
+
+def _cumulative_logit_logp(value: pt.TensorVariable, eta: pt.TensorVariable, cutpoints: pt.TensorVariable):
+    """``log P(y = value)`` of the cumulative logit model: PyMC's ``OrderedLogistic`` density.
+
+    With ``u`` and ``l`` the thresholds above and below each row's category, less
+    eta (±inf at the ends), ``P = σ(u) - σ(l) = σ(u) σ(-l) (1 - exp(l - u))``: a
+    sum of logs that stays finite where PyMC's difference of probabilities
+    rounds to 0.  The thresholds are gathered with one index; PyMC's two-index
+    selection of each row's probability, and its gradient, run in Python.
+    """
+    cutpoints, value = _one_set(cutpoints), pt.cast(value, "int64")
+    edges = pt.concatenate([pt.as_tensor([-np.inf]), cutpoints, pt.as_tensor([np.inf])])
+    upper, lower = edges[value + 1] - eta, edges[value] - eta
+    return -pt.softplus(-upper) - pt.softplus(lower) + pt.log1mexp(lower - upper)
+
+
+def _cumulative_probit_logp(value: pt.TensorVariable, eta: pt.TensorVariable, cutpoints: pt.TensorVariable):
+    """``log P(y = value)`` of the cumulative probit model: PyMC's ``OrderedProbit`` density (sigma 1).
+
+    Every category's log probability, as PyMC computes it, then each row's
+    gathered from the flattened (row, category) table with one index.
+    """
+    cutpoints, value = _one_set(cutpoints), pt.cast(value, "int64")
+    probits = eta[:, None] - cutpoints[None, :]
+    log_p = pt.concatenate(
+        [
+            normal_lccdf(0.0, 1.0, probits[:, :1]),
+            log_diff_normal_cdf(0.0, 1.0, probits[:, :-1], probits[:, 1:]),
+            normal_lcdf(0.0, 1.0, probits[:, -1:]),
+        ],
+        axis=1,
+    )
+    return log_p.ravel()[pt.arange(value.shape[0]) * log_p.shape[1] + value]
+
+
+def _cumulative_random(link: str):
+    """Draws 0..K-1 of the latent response ``eta + e`` cut at the thresholds (``e`` logistic or normal)."""
+
+    def random(eta: np.ndarray, cutpoints: np.ndarray, rng=None, size=None) -> np.ndarray:
+        batch = tuple(size) if size is not None else np.shape(eta)
+        noise = rng.logistic(size=batch) if link == "logit" else rng.standard_normal(size=batch)
+        latent = np.broadcast_to(eta, batch) + noise
+        return (latent[..., None] > np.asarray(cutpoints)).sum(axis=-1)
+
+    return random
 
 
 def _thresholds(theta: np.ndarray, k: int) -> np.ndarray:

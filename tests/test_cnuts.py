@@ -291,17 +291,18 @@ def _families_frame(seed=3):
         ("yp ~ x + (1 | g)", "negativebinomial", False),
         ("unit ~ x + (1 | g)", "beta", False),
         ("yc ~ x + (1 | g)", "categorical", False),
+        ("yo ~ x + (1 | g)", "ordinal", False),
+        ("yo ~ x + (1 | g)", ("ordinal", "probit"), False),
         ("yg ~ x + (1 + x | g)", "gaussian", True),
     ],
 )
 def test_gradients_run_no_python(formula, family, marginal):
     """Every operation of nutpie-c's compiled density and gradient has C code, across families
-    and random-effect structures (PyTensor runs an operation without C code in Python).
-    Not yet the cumulative (ordinal) family: PyMC's OrderedLogistic selects each row's
-    probability with two indices, in Python."""
+    and random-effect structures (PyTensor runs an operation without C code in Python)."""
     from pytensor.link.c.interface import CLinkerOp
 
-    model = bg.GLMM(formula, _families_frame(), family=family)
+    family, link = family if isinstance(family, tuple) else (family, None)
+    model = bg.GLMM(formula, _families_frame(), family=family, link=link)
     target = model.marginal_model() if marginal else model.sampling_model()
     fns = cnuts.compile_functions(target, ["fixef"])
     python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}

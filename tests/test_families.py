@@ -188,6 +188,69 @@ def _ordinal_frame(seed=2, n_groups=30, per_group=8):
     return pd.DataFrame({"rating": rating, "x": x, "g": g})
 
 
+@pytest.mark.parametrize("link", ["logit", "probit"])
+@pytest.mark.parametrize("scale", [1.0, 6.0])
+def test_cumulative_density_and_gradient_are_pymcs(link, scale):
+    """The lean cumulative density equals PyMC's OrderedLogistic / OrderedProbit, value and gradient."""
+    import pymc as pm
+    import pytensor
+    import pytensor.tensor as pt
+
+    from bayesglmm import ordinal
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 80)
+    eta_value, cut_value = rng.normal(size=80) * scale, np.array([-1.3, -0.2, 1.1]) * 2
+    eta, cut = pt.vector("eta"), pt.vector("cut")
+    if link == "logit":
+        theirs, ours = pm.OrderedLogistic.dist(eta=eta, cutpoints=cut), ordinal._cumulative_logit_logp
+    else:
+        theirs, ours = pm.OrderedProbit.dist(eta=eta, cutpoints=cut, sigma=1.0), ordinal._cumulative_probit_logp
+    random = ordinal._cumulative_random(link)
+    rv = pm.CustomDist.dist(eta, cut, logp=ours, random=random, signature="(),(k)->()", dtype="int64")
+    pairs = [pm.logp(theirs, y), pm.logp(rv, y)]
+    grads = [g for lp in pairs for g in pt.grad(lp.sum(), [eta, cut])]
+    ref, mine, *g = pytensor.function([eta, cut], [*pairs, *grads])(eta_value, cut_value)
+    np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(g[2], g[0], rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(g[3], g[1], rtol=1e-8, atol=1e-9)
+
+
+def test_cumulative_logit_stays_finite_in_the_tails():
+    """Far beyond the thresholds PyMC's difference of probabilities rounds to 0 (log -inf); the
+    lean density gives the exact log probability."""
+    import pymc as pm
+    from scipy.special import log_expit
+
+    from bayesglmm import ordinal
+
+    cut = np.array([-1.0, 0.5, 2.0])
+    eta = np.array([45.0, -45.0, 45.0])
+    y = np.array([0, 3, 1])
+    exact = [log_expit(cut[0] - 45.0), log_expit(-45.0 - cut[2]), log_expit(cut[1] - 45.0) + np.log1p(-np.exp(-1.5))]
+    lean = pm.CustomDist.dist(eta, cut, logp=ordinal._cumulative_logit_logp, signature="(),(k)->()", dtype="int64")
+    ours = pm.logp(lean, y).eval()
+    theirs = pm.logp(pm.OrderedLogistic.dist(eta=eta, cutpoints=cut), y).eval()
+    np.testing.assert_allclose(ours, exact, rtol=1e-10)
+    assert np.isneginf(theirs).any()
+
+
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_cumulative_draws_follow_the_thresholds(link):
+    """Draws of the latent response cut at the thresholds: category frequencies within 4 SE of
+    F(c_k - eta) - F(c_(k-1) - eta)."""
+    from scipy import stats as st
+
+    from bayesglmm import ordinal
+
+    n, eta, cut = 200_000, 0.3, np.array([-1.0, 0.0, 1.5])
+    draws = ordinal._cumulative_random(link)(np.full(n, eta), cut, rng=np.random.default_rng(6), size=(n,))
+    cdf = st.logistic.cdf if link == "logit" else st.norm.cdf
+    p = np.diff(np.concatenate([[0.0], cdf(cut - eta), [1.0]]))
+    freq = np.bincount(draws, minlength=4) / n
+    assert np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / n))
+
+
 def test_ordinal_model_structure():
     df = _ordinal_frame()
     model = bg.GLMM("rating ~ x + (1 | g)", df, family="ordinal")
