@@ -17,6 +17,11 @@ category; the latent residual variance of the ICC is π²/3 (logit) or 1
 category probabilities; a user prior ``("cutpoints": normal(mu, sigma))`` is centred on
 ``m_k + mu``.  (Centring on distinct values also gives the ordered
 transform a valid starting point.)
+
+The densities are PyMC's ``OrderedLogistic`` and ``OrderedProbit``, written so
+that each row's thresholds are gathered with one index (PyMC's two-index
+selection runs in Python at every gradient), the logit one as a sum of logs
+that stays finite far in the tails (tested against PyMC's, value and gradient).
 """
 
 from __future__ import annotations
