@@ -24,18 +24,13 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from .families import _BINARY_LINK_VARIANCE, CategoryFamily
+from .families import _BINARY_LINK_VARIANCE, CategoryFamily, pick_per_row
 
 
 def _categorical_logp(value: pt.TensorVariable, logits: pt.TensorVariable) -> pt.TensorVariable:
-    """``log p(y_i = value_i)`` of rows with logits (n, K): PyMC's ``Categorical`` density.
-
-    Each row's logit is gathered from the flattened logits with one index
-    (``i K + value_i``): PyMC's two-index selection, and its gradient, have no
-    C code and run in Python at every gradient.
-    """
-    picked = logits.ravel()[pt.arange(value.shape[0]) * logits.shape[-1] + value]
-    return picked - pt.logsumexp(logits, axis=-1)
+    """``log p(y_i = value_i)`` of rows with logits (n, K): PyMC's ``Categorical`` density,
+    each row's logit gathered with one index (:func:`~bayesglmm.families.pick_per_row`)."""
+    return pick_per_row(logits, value) - pt.logsumexp(logits, axis=-1)
 
 
 def _categorical_random(logits: np.ndarray, rng=None, size=None) -> np.ndarray:

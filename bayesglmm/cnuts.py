@@ -95,10 +95,10 @@ def lift_numbers(outputs: list) -> list:
     return list(graph_replace(list(outputs), swap, strict=False))
 
 
-def _depends(outputs: list, roots: list) -> set:
-    """Variables of the graph of ``outputs`` that depend on ``roots`` other than through shapes."""
+def _depends(nodes: list, roots: list) -> set:
+    """Variables of the graph of ``nodes`` (in topological order) that depend on ``roots`` other than through shapes."""
     dependent = set(roots)
-    for node in toposort(outputs):
+    for node in nodes:
         if not isinstance(node.op, Shape | Shape_i) and any(i in dependent for i in node.inputs):
             dependent.update(node.outputs)
     return dependent
@@ -120,9 +120,10 @@ def hoist_data(outputs: list, joined, point: np.ndarray) -> list:
     such part is computed here, at ``point`` (only shapes may depend on it), and
     enters the function as a shared variable, like the data.
     """
-    dependent = _depends(outputs, [joined])
+    nodes = list(toposort(outputs))
+    dependent = _depends(nodes, [joined])
     targets: dict = {}
-    for node in toposort(outputs):
+    for node in nodes:
         if node.outputs[0] not in dependent:
             continue
         for var in node.inputs:

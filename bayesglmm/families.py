@@ -180,6 +180,16 @@ class Family:
 MAX_CATEGORIES = 50
 
 
+def pick_per_row(table: pt.TensorVariable, codes: pt.TensorVariable) -> pt.TensorVariable:
+    """``table[i, codes[i]]`` for every row i of a (row, category) table.
+
+    Gathered from the flattened table with one index (``i K + code``):
+    PyTensor's two-index selection, and its gradient, have no C code and run
+    in Python at every gradient.
+    """
+    return table.ravel()[pt.arange(codes.shape[0]) * table.shape[-1] + codes]
+
+
 @dataclass(frozen=True)
 class CategoryFamily(Family):
     """Base of families whose response is one of K categories (ordinal, categorical).

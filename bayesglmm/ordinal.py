@@ -37,7 +37,7 @@ from pymc.distributions.transforms import ordered
 from scipy import optimize
 
 from .errors import ResponseError
-from .families import _BINARY_LINK_VARIANCE, LINKS, CategoryFamily
+from .families import _BINARY_LINK_VARIANCE, LINKS, CategoryFamily, pick_per_row
 from .priors import normal, to_rv
 
 
@@ -145,7 +145,7 @@ def _cumulative_probit_logp(value: pt.TensorVariable, eta: pt.TensorVariable, cu
     """``log P(y = value)`` of the cumulative probit model: PyMC's ``OrderedProbit`` density (sigma 1).
 
     Every category's log probability, as PyMC computes it, then each row's
-    gathered from the flattened (row, category) table with one index.
+    gathered with one index (:func:`~bayesglmm.families.pick_per_row`).
     """
     cutpoints, value = _one_set(cutpoints), pt.cast(value, "int64")
     probits = eta[:, None] - cutpoints[None, :]
@@ -157,7 +157,7 @@ def _cumulative_probit_logp(value: pt.TensorVariable, eta: pt.TensorVariable, cu
         ],
         axis=1,
     )
-    return log_p.ravel()[pt.arange(value.shape[0]) * log_p.shape[1] + value]
+    return pick_per_row(log_p, value)
 
 
 def _cumulative_random(link: str):
