@@ -29,6 +29,8 @@ from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
 SAMPLERS = ("auto", "nutpie-c", "nutpie", "pymc", "numpyro")
+#: The samplers that run PyTensor's C code (and so :mod:`bayesglmm.marginal_op`).
+C_SAMPLERS = ("nutpie-c", "pymc")
 #: ``sampler="auto"`` uses nutpie with numba from this many rows x linear-predictor
 #: columns of the sampled model on, or from ``AUTO_NUTPIE_EFFECTS`` sampled random
 #: effects on, and ``"nutpie-c"`` below both.  Both run nutpie's NUTS, whose leapfrog
@@ -170,6 +172,27 @@ def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> Fit
         return replace(cfg, sampler="pymc")
     large = rows * columns >= AUTO_NUTPIE_WORK or effects >= AUTO_NUTPIE_EFFECTS
     return replace(cfg, sampler="nutpie" if large else "nutpie-c")
+
+
+def choose_marginal_sampler(cfg: FitConfig, design: Design) -> FitConfig:
+    """:func:`choose_sampler` for ``design``'s model with its random effects integrated out.
+
+    The marginal likelihood sees the rows only through per-level statistics
+    (:class:`~bayesglmm.marginal.Residuals`): its size is that of the levels.
+    One grouping factor takes nutpie-c whatever its size: its likelihood is
+    then one C operation (:mod:`bayesglmm.marginal_op`), which numba cannot
+    run.  5000 levels of ``(1 + x | g)``, 50,000 rows, seed 1, single fits:
+    22.5 s with nutpie-c against 50.1 s with nutpie's numba on the graph
+    (min bulk ESS 3536 and 3635).
+    """
+    if cfg.sampler == "auto" and len(design.blocks) == 1:
+        try:
+            import nutpie  # noqa: F401
+        except ImportError:
+            return replace(cfg, sampler="pymc")
+        return replace(cfg, sampler="nutpie-c")
+    columns, effects, _ = _size(design, True)
+    return choose_sampler(cfg, sum(len(b.levels) for b in design.blocks), columns, effects)
 
 
 def choose_target_accept(
@@ -325,9 +348,10 @@ def sample(
     later = tuple(effect_draw_names(design)) if marginal else ()
     columns, effects, correlated = _size(design, marginal)
     centring = centring or {}
-    # a marginal likelihood sees the rows only through per-level statistics (marginal.Residuals)
-    rows = sum(len(b.levels) for b in design.blocks) if marginal and design is not None else _rows(target)
-    cfg = choose_sampler(cfg, rows, columns, effects)
+    if marginal and design is not None:
+        cfg = choose_marginal_sampler(cfg, design)
+    else:
+        cfg = choose_sampler(cfg, _rows(target), columns, effects)
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested), correlated=correlated)
     draw_mass = cfg.sampler == "nutpie-c" or (cfg.sampler == "nutpie" and (bool(nested) or bool(correlated)))
     register_backend(cfg.sampler)

@@ -21,7 +21,7 @@ import pymc as pm
 from .design import Design, _frozen, build_design, expand_predictors
 from .errors import FamilyError, FitArgumentError
 from .families import Family, get_family
-from .fit import make_config, sample
+from .fit import C_SAMPLERS, choose_marginal_sampler, make_config, sample
 from .formula import parse_formula
 from .marginal import DENSE_MAX, marginal_layout
 from .model import build_model
@@ -83,7 +83,7 @@ class GLMM:
         self.formula = formula
         self.na_action = na_action
         self._pymc_model: pm.Model | None = None
-        self._marginal_model: pm.Model | None = None
+        self._marginal_models: dict[bool, pm.Model] = {}
         self._sampling_models: dict[tuple[bool, bool], pm.Model] = {}
         self._centring: Mapping[str, np.ndarray] | None = None
         self._nested: tuple[NestedPair, ...] | None = None
@@ -95,11 +95,17 @@ class GLMM:
             self._pymc_model = build_model(self.design, self.family, self.link, self.priors)
         return self._pymc_model
 
-    def marginal_model(self) -> pm.Model:
-        """The PyMC model with gaussian random effects integrated out (built on first use)."""
-        if self._marginal_model is None:
-            self._marginal_model = build_model(self.design, self.family, self.link, self.priors, marginal=True)
-        return self._marginal_model
+    def marginal_model(self, fused: bool = False) -> pm.Model:
+        """The PyMC model with gaussian random effects integrated out (built on first use).
+
+        ``fused``: one grouping factor's likelihood is one compiled operation
+        (:mod:`bayesglmm.marginal_op`), for the samplers that run PyTensor's C
+        code; the posterior is the same.
+        """
+        if fused not in self._marginal_models:
+            model = build_model(self.design, self.family, self.link, self.priors, marginal=True, fused=fused)
+            self._marginal_models[fused] = model
+        return self._marginal_models[fused]
 
     def centring(self) -> Mapping[str, np.ndarray]:
         """Per block, the (J, k) weights its effects are centred with (:mod:`~bayesglmm.parameterization`)."""
@@ -221,7 +227,10 @@ class GLMM:
             for small models, where numba's 10-25 s of compilation would
             dominate, and nutpie with numba from 30,000 rows × linear-predictor
             columns or 250 sampled random effects on
-            (:func:`bayesglmm.fit.choose_sampler`).  nutpie-c adapts the mass
+            (:func:`bayesglmm.fit.choose_sampler`); a gaussian model with one
+            grouping factor integrated out always takes nutpie-c, whose C code
+            computes its marginal likelihood in one operation
+            (:mod:`bayesglmm.marginal_op`).  nutpie-c adapts the mass
             matrix from the draws, as does nutpie for models with sampled
             correlated blocks or nested pairs.  The choice is recorded in
             ``res.idata.attrs["sampler"]``.
@@ -264,7 +273,11 @@ class GLMM:
             if not isinstance(value, bool):
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
         marginal = self._use_marginal(marginalize)
-        target = self.marginal_model() if marginal else self.sampling_model(reduce, centre)
+        if marginal:
+            cfg = choose_marginal_sampler(cfg, self.design)
+            target = self.marginal_model(fused=cfg.sampler in C_SAMPLERS)
+        else:
+            target = self.sampling_model(reduce, centre)
         weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
         idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs)
         return GLMMResults(self, idata)

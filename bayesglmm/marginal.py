@@ -21,7 +21,11 @@ Two layouts of ``M``:
 
 * one grouping factor: ``M`` is block diagonal with one k × k block per
   level; the Cholesky factors and triangular solves are unrolled over the
-  k terms and vectorised over levels (O(J k³), any number of levels);
+  k terms and vectorised over levels (O(J k³), any number of levels).  For
+  the samplers that run C code the log-likelihood and its gradient are
+  instead one operation, a loop over the levels
+  (:mod:`bayesglmm.marginal_op`, ``fused``); the graph remains for the
+  draws and for numba and JAX;
 * several grouping factors (crossed or nested): ``M`` is dense q × q, built in
   O(q² k) from the precomputed ``ZᵀZ`` and factorised in O(q³); used up to
   :data:`DENSE_MAX` random effects.
@@ -36,6 +40,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from .design import Design, GroupBlock
+from .marginal_op import block_marginal
 
 #: Largest number of random effects for the dense (several-factor) layout.
 DENSE_MAX = 1000
@@ -158,6 +163,14 @@ def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals)
     return logdet, sum(((wi**2).sum() for wi in w), start=pt.zeros(())), {block.name: z}
 
 
+def _fused_value(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals) -> pt.TensorVariable:
+    """``-½ (log det M + rᵀr / σ² - wᵀw)`` of one grouping factor, by :class:`~bayesglmm.marginal_op.BlockMarginal`."""
+    Ze, ZA = r.ZeA[block.name]
+    d = r._d() if r.theta_hat.size else pt.zeros(0)
+    data = (_level_sums(block, block.Z), Ze, ZA, r.ee, r.Ate, r.AtA)
+    return block_marginal(d, L, sigma2, *(np.require(x, "float64", "C") for x in data))[0]
+
+
 def _full_cross_product(design: Design) -> np.ndarray:
     """Dense ``Z̃ᵀZ̃`` over all blocks, random effects ordered (block, level, term)."""
     cols = []
@@ -208,6 +221,7 @@ def add_marginal_likelihood(
     y: np.ndarray,
     scales: dict[str, pt.TensorVariable],
     sigma: pt.TensorVariable,
+    fused: bool = False,
 ) -> None:
     """Add the marginal log-likelihood (a ``Potential``) and the conditional draws.
 
@@ -217,7 +231,9 @@ def add_marginal_likelihood(
     (Cholesky factor of the block's covariance, or ``diag(sd)``).  The draws
     are deterministics ``z_<block>`` built on an unregistered N(0, 1), and
     the effects ``r_<block> = z Lᵀ``: they are never stored while sampling
-    and are produced afterwards by :func:`complete_posterior`.
+    and are produced afterwards by :func:`complete_posterior`.  With
+    ``fused`` the likelihood of one grouping factor is one compiled
+    operation (:mod:`bayesglmm.marginal_op`; the draws keep the graph).
     """
     blocks = design.blocks
     sigma2 = sigma**2
@@ -227,7 +243,11 @@ def add_marginal_likelihood(
     else:
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
-    pm.Potential("y_marginal", -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww))
+    if fused and len(blocks) == 1:
+        value = _fused_value(blocks[0], scales[blocks[0].name], sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
+    else:
+        value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
+    pm.Potential("y_marginal", value)
     for block in blocks:
         dims = (block.group, f"{block.name}__term")
         z = pm.Deterministic(f"z_{block.name}", draws[block.name], dims=dims)

@@ -393,6 +393,7 @@ def build_model(
     marginal: bool = False,
     centring: Mapping[str, np.ndarray] | None = None,
     nested: tuple[NestedPair, ...] = (),
+    fused: bool = False,
 ) -> pm.Model:
     """The PyMC model of a GLMM.
 
@@ -404,7 +405,9 @@ def build_model(
     With ``marginal=True`` (gaussian, identity link) the random effects are
     integrated out of the likelihood exactly (see :mod:`bayesglmm.marginal`):
     the model has the same fixed effects, SDs, correlations and ``sigma``, a
-    ``Potential`` for the marginal likelihood and no ``y``, ``eta`` or ``mu``.
+    ``Potential`` for the marginal likelihood and no ``y``, ``eta`` or ``mu``;
+    ``fused`` computes that likelihood of one grouping factor with one
+    compiled operation (:mod:`bayesglmm.marginal_op`; PyTensor's C back end only).
 
     ``centring`` maps blocks to their centring weights
     (:mod:`bayesglmm.parameterization`); a block not in it is non-centred,
@@ -422,7 +425,8 @@ def build_model(
             params = family.add_parameters(priors.aux, link, shift)
             A, theta = _fixed_affine(model, design, internal)
             y = design.y - (0.0 if design.offset is None else design.offset)
-            add_marginal_likelihood(design, A, theta, np.asarray(y, dtype="float64"), scales, params["sigma"])
+            y = np.asarray(y, dtype="float64")
+            add_marginal_likelihood(design, A, theta, y, scales, params["sigma"], fused=fused)
             return model
         eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
         if design.offset is not None:

@@ -237,3 +237,27 @@ def test_other_samplers(data, sampler):
     assert fit.idata.posterior["r_school"].shape == (2, 250, 15, 1)
     assert fit.summary().loc["x", "mean"] == pytest.approx(0.7, abs=0.5)
     assert fit.idata.log_likelihood["y"].shape == (2, 250, 180)
+
+
+def test_auto_sampler_for_marginal_models(sim_gaussian, monkeypatch):
+    """One integrated-out factor takes nutpie-c (its likelihood is C code); several follow the size rule."""
+    import builtins
+
+    from bayesglmm.fit import choose_marginal_sampler, choose_sampler, make_config
+
+    one = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian).design
+    two = bg.GLMM("y ~ x + (1 | g) + (1 | h)", sim_gaussian).design
+    cfg = make_config(random_seed=1)
+    assert choose_marginal_sampler(cfg, one).sampler == "nutpie-c"
+    levels = sum(len(b.levels) for b in two.blocks)
+    assert choose_marginal_sampler(cfg, two) == choose_sampler(cfg, levels, two.fixed.X.shape[1] + 2, 0)
+    assert choose_marginal_sampler(make_config(random_seed=1, sampler="numpyro"), one).sampler == "numpyro"
+    real_import = builtins.__import__
+
+    def no_nutpie(name, *args, **kwargs):
+        if name == "nutpie":
+            raise ImportError("no nutpie")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nutpie)
+    assert choose_marginal_sampler(cfg, one).sampler == "pymc"

@@ -48,11 +48,12 @@ def _values(model, names, point):
         "y ~ x + offset(h) + (1 + x | g)",
     ],
 )
-def test_marginal_logp_equals_dense_gaussian(sim_gaussian, formula):
+@pytest.mark.parametrize("fused", [False, True])
+def test_marginal_logp_equals_dense_gaussian(sim_gaussian, formula, fused):
     """The marginal potential (through sufficient statistics) equals the dense gaussian density,
-    with and without intercept, slopes or offset."""
+    with and without intercept, slopes or offset, as a graph and as one operation (one factor)."""
     m = bg.GLMM(formula, sim_gaussian)
-    model = m.marginal_model()
+    model = m.marginal_model(fused=fused)
     rng = np.random.default_rng(0)
     for _ in range(3):  # away from the initial point, where everything is symmetric
         point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()}
@@ -78,12 +79,14 @@ def test_marginal_constants_are_contiguous(sim_gaussian, formula):
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + f + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
-def test_marginal_logp_does_not_touch_the_rows(sim_gaussian, formula):
+@pytest.mark.parametrize("fused", [False, True])
+def test_marginal_logp_does_not_touch_the_rows(sim_gaussian, formula, fused):
     """The data enter the marginal log density only through per-level statistics."""
     m = bg.GLMM(formula, sim_gaussian)
     n = m.design.n
     assert n not in {len(b.levels) for b in m.design.blocks}
-    inputs = [v for v in ancestors([m.marginal_model().logp()]) if isinstance(v, Constant) or hasattr(v, "get_value")]
+    logp = m.marginal_model(fused=fused).logp()
+    inputs = [v for v in ancestors([logp]) if isinstance(v, Constant) or hasattr(v, "get_value")]
     shapes = [np.shape(v.data if isinstance(v, Constant) else v.get_value()) for v in inputs]
     assert shapes and not [s for s in shapes if n in s]
 
