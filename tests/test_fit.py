@@ -172,20 +172,25 @@ def test_auto_sampler_by_size(rows, columns, effects, chosen):
     assert choose_sampler(make_config(random_seed=1, sampler="numpyro"), rows, columns, effects).sampler == "numpyro"
 
 
-def test_auto_sampler_without_nutpie(monkeypatch):
-    """Without nutpie, ``"auto"`` falls back to PyMC's NUTS; an explicit choice is kept."""
+@pytest.fixture
+def no_nutpie(monkeypatch):
+    """``import nutpie`` fails for the test."""
     import builtins
-
-    from bayesglmm.fit import choose_sampler, make_config
 
     real_import = builtins.__import__
 
-    def no_nutpie(name, *args, **kwargs):
+    def blocked(name, *args, **kwargs):
         if name == "nutpie":
             raise ImportError("no nutpie")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_nutpie)
+    monkeypatch.setattr(builtins, "__import__", blocked)
+
+
+def test_auto_sampler_without_nutpie(no_nutpie):
+    """Without nutpie, ``"auto"`` falls back to PyMC's NUTS; an explicit choice is kept."""
+    from bayesglmm.fit import choose_sampler, make_config
+
     assert choose_sampler(make_config(random_seed=1), 56, 5, 15).sampler == "pymc"
     assert choose_sampler(make_config(random_seed=1, sampler="nutpie-c"), 56, 5, 15).sampler == "nutpie-c"
 
@@ -239,10 +244,8 @@ def test_other_samplers(data, sampler):
     assert fit.idata.log_likelihood["y"].shape == (2, 250, 180)
 
 
-def test_auto_sampler_for_marginal_models(sim_gaussian, monkeypatch):
+def test_auto_sampler_for_marginal_models(sim_gaussian):
     """One integrated-out factor takes nutpie-c (its likelihood is C code); several follow the size rule."""
-    import builtins
-
     from bayesglmm.fit import choose_marginal_sampler, choose_sampler, make_config
 
     one = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian).design
@@ -252,12 +255,10 @@ def test_auto_sampler_for_marginal_models(sim_gaussian, monkeypatch):
     levels = sum(len(b.levels) for b in two.blocks)
     assert choose_marginal_sampler(cfg, two) == choose_sampler(cfg, levels, two.fixed.X.shape[1] + 2, 0)
     assert choose_marginal_sampler(make_config(random_seed=1, sampler="numpyro"), one).sampler == "numpyro"
-    real_import = builtins.__import__
 
-    def no_nutpie(name, *args, **kwargs):
-        if name == "nutpie":
-            raise ImportError("no nutpie")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_nutpie)
-    assert choose_marginal_sampler(cfg, one).sampler == "pymc"
+def test_auto_sampler_for_marginal_models_without_nutpie(sim_gaussian, no_nutpie):
+    from bayesglmm.fit import choose_marginal_sampler, make_config
+
+    design = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian).design
+    assert choose_marginal_sampler(make_config(random_seed=1), design).sampler == "pymc"
