@@ -10,10 +10,11 @@ one loop over the levels, in C, and the gradient of the value is read from
 its other outputs.  It is used where the sampler runs PyTensor's C code
 (``nutpie-c``, PyMC); numba and JAX, which cannot run it, keep the graph.
 
-With ``d = θ - θ̂``, per level j ``g_j = Σ Z e - (Σ Z Aᵀ) d`` (k), ``T_j = A_j L``
-(``A_j = Σ Z Zᵀ``), ``B_j = Lᵀ T_j``, ``M_j = I + B_j / s²`` (Cholesky ``C_j``),
-``c_j = Lᵀ g_j / s²``, ``w_j = C_j⁻¹ c_j``, ``m_j = M_j⁻¹ c_j``, ``P_j = M_j⁻¹``, and
-``rr = eᵀe - 2 (Aᵀe)ᵀd + dᵀ(AᵀA) d``, the value is
+With ``A`` the sampled fixed-effects design, ``e`` the residuals of its
+least-squares fit ``θ̂`` and ``d = θ - θ̂``, per level j ``g_j = Σ Z e - (Σ Z Aᵀ) d``
+(k), ``K_j = Σ Z Zᵀ``, ``T_j = K_j L``, ``B_j = Lᵀ T_j``, ``M_j = I + B_j / s²``
+(Cholesky ``C_j``), ``c_j = Lᵀ g_j / s²``, ``w_j = C_j⁻¹ c_j``, ``m_j = M_j⁻¹ c_j``,
+``P_j = M_j⁻¹``, and ``rr = eᵀe - 2 (Aᵀe)ᵀd + dᵀ(AᵀA) d``, the value is
 
     V = -½ (Σ_j log det M_j + rr / s² - Σ_j w_jᵀ w_j)
 
@@ -33,13 +34,13 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 
 #: (name, number of dimensions) of the inputs, in order; the first three are the parameters.
-INPUTS = (("d", 1), ("L", 2), ("s2", 0), ("A", 3), ("G0", 2), ("ZA", 3), ("ee", 0), ("Ate", 1), ("AtA", 2))
+INPUTS = (("d", 1), ("L", 2), ("s2", 0), ("K", 3), ("G0", 2), ("ZA", 3), ("ee", 0), ("Ate", 1), ("AtA", 2))
 
 
 class BlockMarginal(COp):
     """``(V, ∂V/∂d, ∂V/∂L, ∂V/∂s²)`` of one grouping factor; see the module docstring.
 
-    Inputs ``d (p,), L (k, k), s2 (), A (J, k, k), G0 (J, k), ZA (J, k, p),
+    Inputs ``d (p,), L (k, k), s2 (), K (J, k, k), G0 (J, k), ZA (J, k, p),
     ee (), Ate (p,), AtA (p, p)``; only the first three are differentiable.
     """
 
@@ -96,13 +97,13 @@ class BlockMarginal(COp):
 block_marginal = BlockMarginal()
 
 
-def block_marginal_numpy(d, L, s2, A, G0, ZA, ee, Ate, AtA) -> tuple:
+def block_marginal_numpy(d, L, s2, K, G0, ZA, ee, Ate, AtA) -> tuple:
     """The operation in NumPy, vectorised over the levels (Python back ends and tests)."""
-    d, L, A, G0, ZA = (np.asarray(x, dtype=float) for x in (d, L, A, G0, ZA))
+    d, L, K, G0, ZA = (np.asarray(x, dtype=float) for x in (d, L, K, G0, ZA))
     s2 = float(s2)
     k = L.shape[0]
     g = G0 - ZA @ d  # (J, k)
-    T = A @ L
+    T = K @ L
     B = L.T @ T
     M = np.eye(k) + B / s2
     C = np.linalg.cholesky(M)
@@ -145,8 +146,8 @@ _CODE = r"""
 {
     const npy_intp p = PyArray_DIMS(%(d)s)[0];
     const npy_intp k = PyArray_DIMS(%(L)s)[0];
-    const npy_intp J = PyArray_DIMS(%(A)s)[0];
-    if (PyArray_DIMS(%(L)s)[1] != k || PyArray_DIMS(%(A)s)[1] != k || PyArray_DIMS(%(A)s)[2] != k
+    const npy_intp J = PyArray_DIMS(%(K)s)[0];
+    if (PyArray_DIMS(%(L)s)[1] != k || PyArray_DIMS(%(K)s)[1] != k || PyArray_DIMS(%(K)s)[2] != k
         || PyArray_DIMS(%(G0)s)[0] != J || PyArray_DIMS(%(G0)s)[1] != k
         || PyArray_DIMS(%(ZA)s)[0] != J || PyArray_DIMS(%(ZA)s)[1] != k || PyArray_DIMS(%(ZA)s)[2] != p
         || PyArray_DIMS(%(Ate)s)[0] != p || PyArray_DIMS(%(AtA)s)[0] != p || PyArray_DIMS(%(AtA)s)[1] != p) {
@@ -181,7 +182,7 @@ _CODE = r"""
         for (npy_intp a = 0; a < k; ++a)
             for (npy_intp b = 0; b < k; ++b) {
                 double s = 0.0;
-                for (npy_intp e = 0; e < k; ++e) s += BM3(%(A)s, j, a, e) * BM2(%(L)s, e, b);
+                for (npy_intp e = 0; e < k; ++e) s += BM3(%(K)s, j, a, e) * BM2(%(L)s, e, b);
                 T[a * k + b] = s;
             }
         for (npy_intp a = 0; a < k; ++a)
