@@ -20,12 +20,12 @@ def _inputs(J: int, k: int, p: int, seed: int = 0) -> tuple:
     return rng.normal(size=p), L, 1.7, *data, 60.0, rng.normal(size=p), X.T @ X
 
 
-def _direct(d, L, s2, A, G0, ZA, ee, Ate, AtA) -> float:
+def _direct(d, L, s2, K, G0, ZA, ee, Ate, AtA) -> float:
     """The value level by level, with dense solves: -½ (Σ log det M_j + rᵀr/s² - Σ c_jᵀ M_j⁻¹ c_j)."""
     total = ee - 2.0 * Ate @ d + d @ AtA @ d
     total /= s2
-    for j in range(A.shape[0]):
-        M = np.eye(L.shape[0]) + L.T @ A[j] @ L / s2
+    for j in range(K.shape[0]):
+        M = np.eye(L.shape[0]) + L.T @ K[j] @ L / s2
         c = L.T @ (G0[j] - ZA[j] @ d) / s2
         total += np.linalg.slogdet(M)[1] - c @ np.linalg.solve(M, c)
     return -0.5 * total
@@ -33,7 +33,7 @@ def _direct(d, L, s2, A, G0, ZA, ee, Ate, AtA) -> float:
 
 def _compiled():
     d, L, s2 = pt.dvector("d"), pt.dmatrix("L"), pt.dscalar("s2")
-    data = [pt.dtensor3("A"), pt.dmatrix("G0"), pt.dtensor3("ZA")]
+    data = [pt.dtensor3("K"), pt.dmatrix("G0"), pt.dtensor3("ZA")]
     data += [pt.dscalar("ee"), pt.dvector("Ate"), pt.dmatrix("AtA")]
     outputs = block_marginal(d, L, s2, *data)
     fn = pytensor.function([d, L, s2, *data], outputs, mode="FAST_RUN")
