@@ -164,13 +164,17 @@ def choose_sampler(cfg: FitConfig, rows: int, columns: int, effects: int) -> Fit
     See ``AUTO_NUTPIE_WORK``.  Without nutpie installed, PyMC's NUTS; any
     explicit choice is kept.
     """
+    return _auto_sampler(cfg, large=rows * columns >= AUTO_NUTPIE_WORK or effects >= AUTO_NUTPIE_EFFECTS)
+
+
+def _auto_sampler(cfg: FitConfig, large: bool) -> FitConfig:
+    """Resolve ``sampler="auto"``: nutpie with numba for a ``large`` model, else nutpie-c; PyMC without nutpie."""
     if cfg.sampler != "auto":
         return cfg
     try:
         import nutpie  # noqa: F401
     except ImportError:
         return replace(cfg, sampler="pymc")
-    large = rows * columns >= AUTO_NUTPIE_WORK or effects >= AUTO_NUTPIE_EFFECTS
     return replace(cfg, sampler="nutpie" if large else "nutpie-c")
 
 
@@ -185,12 +189,8 @@ def choose_marginal_sampler(cfg: FitConfig, design: Design) -> FitConfig:
     22.5 s with nutpie-c against 50.1 s with nutpie's numba on the graph
     (min bulk ESS 3536 and 3635).
     """
-    if cfg.sampler == "auto" and len(design.blocks) == 1:
-        try:
-            import nutpie  # noqa: F401
-        except ImportError:
-            return replace(cfg, sampler="pymc")
-        return replace(cfg, sampler="nutpie-c")
+    if len(design.blocks) == 1:
+        return _auto_sampler(cfg, large=False)
     columns, effects, _ = _size(design, True)
     return choose_sampler(cfg, sum(len(b.levels) for b in design.blocks), columns, effects)
 
