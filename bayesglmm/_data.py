@@ -11,6 +11,7 @@ import warnings
 import formulae as fm
 import numpy as np
 import pandas as pd
+from formulae.environment import Environment
 
 from .errors import DataError, DataWarning, FormulaError, GroupingError, MissingDataError
 from .formula import ParsedFormula
@@ -26,18 +27,24 @@ def _var_names(expr: str) -> set[str]:
     return {n for n in names if n}
 
 
-def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+def used_columns(parsed: ParsedFormula, data: pd.DataFrame, env: Environment | None = None) -> list[str]:
     """Columns of ``data`` the model uses, in a stable order.
+
+    A name that is not a column may be one of ``env`` (the caller's), such as
+    the list in ``C(x, levels=lv)``; grouping factors must be columns.
 
     Raises
     ------
     DataError
-        If a variable named in the formula is not a column of ``data``.
+        If a variable named in the formula is neither a column of ``data`` nor
+        a name of ``env``.
     """
     names = _var_names(parsed.fixed_formula)
     for term in parsed.random:
         names |= _var_names(term.expr)
-        names |= set(term.factors)
+    defined = env.namespace if env is not None else {}
+    names = {n for n in names if n in data.columns or n not in defined}
+    names |= {f for term in parsed.random for f in term.factors}
     unknown = sorted(n for n in names if n not in data.columns)
     if unknown:
         listed = ", ".join(repr(n) for n in unknown)

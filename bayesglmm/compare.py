@@ -196,7 +196,15 @@ def kfold(
     for f in range(k):
         test = np.flatnonzero(fold == f)
         train = design.data.iloc[np.flatnonzero(fold != f)]
-        refit = GLMM(model.formula, train, family=model.family, link=model.link.name, priors=model.user_priors)
+        refit = GLMM(
+            model.formula,
+            train,
+            family=model.family,
+            link=model.link.name,
+            priors=model.user_priors,
+            na_action=model.na_action,
+            eval_env=model.eval_env,
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             fitted = refit.fit(random_seed=int(seeds[f, 0]), progressbar=False, **fit_kwargs)

@@ -11,6 +11,7 @@ results are reported back on the user's scale.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,11 +19,19 @@ import formulae as fm
 import numpy as np
 import pandas as pd
 import scipy.linalg
+from formulae.environment import Environment
 
 from . import _data
 from .errors import DataError, FormulaError, ResponseError
 from .formula import ParsedFormula, RandomTerm
 from .transforms import NAMESPACE
+
+#: What R users write for which formulae has another spelling.
+_R_HINTS = {
+    "as.factor": "C(x) or factor(x)",
+    "as.numeric": "the column itself",
+    "relevel": "C(x, levels=lv), the list lv defined beforehand",
+}
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -155,12 +164,12 @@ class Design:
         """
         needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
         frame = _data.handle_missing(newdata, needed, "error")
-        X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True)
+        X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True, columns=tuple(self.data.columns))
         if self._fixed_keep is not None:
             X = X[:, list(self._fixed_keep)]
         Zs, idxs, news = [], [], []
         for block, dm in zip(self.blocks, self._block_dms):
-            Zs.append(_evaluate(dm, frame, new=True)[0])
+            Zs.append(_evaluate(dm, frame, new=True, columns=tuple(self.data.columns))[0])
             if block.name in skip:
                 idxs.append(np.zeros(len(frame), dtype=np.int64))
                 news.append(np.zeros(len(frame), dtype=bool))
@@ -182,11 +191,17 @@ class Design:
         return NewData(X, offset, trials, tuple(Zs), tuple(idxs), tuple(news))
 
 
-def _evaluate(matrix: Any, frame: pd.DataFrame, new: bool) -> tuple[np.ndarray, Any]:
-    """Design matrix of a formulae common-effects object, on new rows if asked."""
+def _evaluate(matrix: Any, frame: pd.DataFrame, new: bool, columns: tuple[str, ...] = ()) -> tuple[np.ndarray, Any]:
+    """Design matrix of a formulae common-effects object, on new rows if asked.
+
+    ``columns``: the columns of the fitting data.  A term's other names (a list
+    of levels defined in the user's code, the empty name formulae gives a
+    number in ``I(x**2)``) are not looked for in ``frame``.
+    """
     if not new:
         return np.asarray(matrix).astype(float), matrix
-    missing = [v for t in matrix.terms.values() for v in getattr(t, "var_names", ()) if v not in frame.columns]
+    names = {v for t in matrix.terms.values() for v in getattr(t, "var_names", ())}
+    missing = [v for v in names if v in columns and v not in frame.columns]
     if missing:
         raise DataError(f"new data lacks column(s) {sorted(set(missing))} used by the model")
     try:
@@ -196,12 +211,14 @@ def _evaluate(matrix: Any, frame: pd.DataFrame, new: bool) -> tuple[np.ndarray, 
     return np.asarray(evaluated).astype(float), evaluated
 
 
-def _fixed_arrays(common: Any, frame: pd.DataFrame, new: bool) -> tuple[np.ndarray, np.ndarray]:
+def _fixed_arrays(
+    common: Any, frame: pd.DataFrame, new: bool, columns: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Split a formulae common matrix into (X without offsets, summed offset)."""
     n = len(frame)
     if common is None:
         return np.zeros((n, 0)), np.zeros(n)
-    M, evaluated = _evaluate(common, frame, new)
+    M, evaluated = _evaluate(common, frame, new, columns)
     keep, offset = [], np.zeros(n)
     for name, term in evaluated.terms.items():
         cols = np.arange(M.shape[1])[evaluated.slices[name]]
@@ -218,12 +235,29 @@ def _fixed_labels(common: Any) -> list[str]:
     return [lab for term in common.terms.values() if term.kind != "offset" for lab in term.labels]
 
 
-def _design_matrices(formula: str, frame: pd.DataFrame) -> Any:
+def _unknown_name(formula: str, name: str) -> str:
+    """The message for a name of ``formula`` found neither in the data nor among the functions."""
+    dotted = re.search(rf"(?<![\w.]){re.escape(name)}\.(\w+)\s*\(", formula)  # R's as.factor(x)
+    if dotted:
+        name = f"{name}.{dotted.group(1)}"
+    if dotted or re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
+        hint = f"; write {_R_HINTS[name]}" if name in _R_HINTS else ""
+        return (
+            f"formula {formula!r} calls {name}(), which is not a function known to the formula: define or "
+            f"import it before building the model (the formula sees the caller's names){hint}"
+        )
+    return f"formula {formula!r} uses {name!r}, which is not a column of data"
+
+
+def _design_matrices(formula: str, frame: pd.DataFrame, env: Environment | None = None) -> Any:
+    """formulae's design matrices of ``formula``, its functions looked up in ``env``, then :data:`NAMESPACE`."""
+    env = env if env is not None else Environment([{}])
     try:
         with np.errstate(all="ignore"):  # non-finite results are reported by check_finite
-            return fm.design_matrices(formula, frame, na_action="error", extra_namespace=NAMESPACE)
+            return fm.design_matrices(formula, frame, na_action="error", env=env, extra_namespace=NAMESPACE)
     except KeyError as exc:
-        raise DataError(f"formula {formula!r} uses {exc}, which is not a column of data") from exc
+        name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise DataError(_unknown_name(formula, name)) from exc
     except ValueError as exc:
         if "successes" in str(exc) or "trials" in str(exc):
             raise ResponseError(f"response of {formula!r}: {exc} (more successes than trials?)") from exc
@@ -289,8 +323,8 @@ def _check_rank(X: np.ndarray, labels: list[str], center: np.ndarray, scale: np.
         )
 
 
-def _block(term: RandomTerm, name: str, frame: pd.DataFrame) -> tuple[GroupBlock, Any]:
-    dm = _design_matrices(term.expr, frame)
+def _block(term: RandomTerm, name: str, frame: pd.DataFrame, env: Environment | None) -> tuple[GroupBlock, Any]:
+    dm = _design_matrices(term.expr, frame, env)
     if dm.common is None:
         raise FormulaError(f"random-effect term ({term.expr} | {term.group}) has no terms")
     if any(t.kind == "offset" for t in dm.common.terms.values()):
@@ -326,7 +360,13 @@ def _block_names(terms: tuple[RandomTerm, ...]) -> list[str]:
     return names
 
 
-def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "error", intercept: bool = True) -> Design:
+def build_design(
+    parsed: ParsedFormula,
+    data: pd.DataFrame,
+    na_action: str = "error",
+    intercept: bool = True,
+    env: Environment | None = None,
+) -> Design:
     """Check ``data`` against ``parsed`` and build the design arrays.
 
     Parameters
@@ -341,10 +381,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
         (ordinal): the intercept column is dropped after coding, so factors
         keep their reduced-rank (treatment) coding; covariates are still
         centred internally, the thresholds absorbing the shift.
+    env : formulae.environment.Environment, optional
+        Where the formula's functions are looked up before :data:`NAMESPACE`
+        (numpy, R's names, ``gmean``, ``gcenter``).
     """
     _data.check_data(data)
-    frame = _data.handle_missing(data, _data.used_columns(parsed, data), na_action)
-    dm = _design_matrices(parsed.fixed_formula, frame)
+    frame = _data.handle_missing(data, _data.used_columns(parsed, data, env), na_action)
+    dm = _design_matrices(parsed.fixed_formula, frame, env)
     y, trials = _response(dm, parsed)
     _data.check_finite(y, f"response {parsed.response!r}")
     X, offset = _fixed_arrays(dm.common, frame, new=False)
@@ -359,7 +402,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, na_action: str = "er
     center, scale = _standardization(X, labels, centre="Intercept" in labels or keep is not None)
     _check_rank(X, labels, center, scale)
     fixed = FixedDesign(_frozen(X), tuple(labels), "Intercept" in labels, _frozen(center), _frozen(scale))
-    built = [_block(t, name, frame) for t, name in zip(parsed.random, _block_names(parsed.random))]
+    built = [_block(t, name, frame, env) for t, name in zip(parsed.random, _block_names(parsed.random))]
     _check_block_terms([b for b, _ in built])
     has_offset = any(t.kind == "offset" for t in (dm.common.terms.values() if dm.common is not None else []))
     return Design(

@@ -23,6 +23,9 @@ from . import logit
 from .errors import FamilyError, ResponseError
 from .priors import Prior, exponential, to_pymc
 
+#: The ways to write a binomial response, for messages.
+BINOMIAL_RESPONSES = "binomial responses (p(successes, trials), cbind(successes, failures), y | trials(n))"
+
 
 @dataclass(frozen=True)
 class Link:
@@ -108,7 +111,7 @@ class Family:
     def check_response(self, y: np.ndarray, trials: np.ndarray | None, name: str) -> None:
         """Raise :class:`ResponseError` if ``y`` is outside the support."""
         if trials is not None and not self.needs_trials:
-            raise ResponseError(f"p(successes, trials) responses need family='binomial', not {self.name!r}")
+            raise ResponseError(f"{BINOMIAL_RESPONSES} need family='binomial', not {self.name!r}")
 
     def response_scale(self, y: np.ndarray) -> float:
         """Scale used to autoscale default priors (1 on non-identity links)."""
@@ -317,7 +320,7 @@ class Bernoulli(Family):
 
     def check_response(self, y, trials, name):
         if trials is not None:
-            raise ResponseError("p(successes, trials) responses need family='binomial', not 'bernoulli'")
+            raise ResponseError(f"{BINOMIAL_RESPONSES} need family='binomial', not 'bernoulli'")
         bad = y[(y != 0) & (y != 1)]
         if bad.size:
             raise ResponseError(

@@ -9,6 +9,10 @@ itself and hands formulae only plain (common-effects) formulas:
 * ``(1 + x || g)`` -> one block with independent standard deviations
 * ``(1 | a/b)``    -> ``(1 | a) + (1 | a:b)``
 * ``(1 | a) + (1 | b)`` -> two (crossed or nested) blocks
+
+It also reads the R spellings that formulae does not (:func:`translate_r`):
+lme4's binomial response ``cbind(successes, failures)``, brms's
+``successes | trials(n)``, and ``^`` for a power (``I(x^2)``, ``(a + b)^2``).
 """
 
 from __future__ import annotations
@@ -144,6 +148,76 @@ def _parse_random(inner: str) -> list[RandomTerm]:
     return [RandomTerm(expr, factors, correlated) for factors in _parse_factor(group)]
 
 
+def _power(text: str) -> str:
+    """``text`` with R's ``^`` written as ``**``, outside quotes and square brackets.
+
+    In R, ``^`` is the arithmetic power inside ``I()`` and the interaction power
+    outside it; ``**`` means the same in formulae, which rejects ``^``.
+    Quoted strings and level names (``y[a^b]``) are left as written.
+    """
+    out, quote, square = [], None, 0
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[]":
+            square += 1 if ch == "[" else -1
+        elif ch == "^" and square == 0:
+            ch = "**"
+        out.append(ch)
+    return "".join(out)
+
+
+def _call_args(text: str, name: str) -> list[str] | None:
+    """The top-level arguments of ``text`` if it is one call ``name(...)``, else None."""
+    text = text.strip()
+    if not text.startswith(name) or _bare_group(text[len(name) :]) is None:
+        return None
+    return [a.strip() for a in _split_top(text[len(name) + 1 : -1], ",")]
+
+
+def _operand(expr: str) -> str:
+    """``expr`` as an argument of formulae's ``p()``: a column name as it is, else in ``I()``."""
+    return expr if _NAME.match(expr) else f"I({expr})"
+
+
+def _brms_response(response: str) -> str:
+    """brms's ``y | trials(n)`` as ``p(y, n)``; any other addition term is an error."""
+    variable, *additions = (p.strip() for p in _split_top(response, "|"))
+    terms = [t.strip() for a in additions for t in _split_top(a, "+")]
+    trials = [args for t in terms if (args := _call_args(t, "trials")) is not None]
+    other = [t for t in terms if _call_args(t, "trials") is None]
+    if other:
+        raise FormulaError(
+            f"response {response!r}: the brms addition term(s) {other} are not supported; "
+            "only trials(n) is (a binomial response, also written p(successes, n))"
+        )
+    if len(trials) != 1 or len(trials[0]) != 1 or not trials[0][0]:
+        raise FormulaError(f"response {response!r}: write one trials(n), with the number of trials n")
+    return f"p({_operand(variable)}, {_operand(trials[0][0])})"
+
+
+def translate_r(response: str) -> str:
+    """A response written in lme4's or brms's syntax, as formulae writes it.
+
+    ``cbind(s, f)`` (successes and failures) becomes ``p(s, I((s) + (f)))``
+    and ``s | trials(n)`` becomes ``p(s, n)``: binomial responses with their
+    numbers of trials.  Anything else is returned as it is.
+    """
+    args = _call_args(response, "cbind")
+    if args is not None:
+        if len(args) != 2 or not all(args):
+            raise FormulaError(
+                f"response {response!r}: cbind() takes two columns, the successes and the failures "
+                "(lme4's binomial response)"
+            )
+        return f"p({_operand(args[0])}, I(({args[0]}) + ({args[1]})))"
+    if _has_bar(response):
+        return _brms_response(response)
+    return response
+
+
 def parse_formula(formula: str) -> ParsedFormula:
     """Split ``formula`` into response, fixed part and random-effect blocks.
 
@@ -164,12 +238,13 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
-    sides = _split_top(formula, "~")
+    sides = _split_top(_power(formula), "~")
     if len(sides) != 2:
         raise FormulaError(f"formula {formula!r} must contain exactly one '~' (response ~ predictors)")
     response, rhs = sides[0].strip(), sides[1].strip()
     if not response:
         raise FormulaError(f"formula {formula!r} has no response on the left of '~'")
+    response = translate_r(response)
     if not rhs:
         raise FormulaError(f"formula {formula!r} has nothing on the right of '~'; write '~ 1'")
     fixed, random = [], []

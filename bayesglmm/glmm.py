@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pymc as pm
+from formulae.environment import Environment
 
 from .design import Design, _frozen, build_design, expand_predictors
-from .errors import FamilyError, FitArgumentError
+from .errors import ArgumentError, FamilyError, FitArgumentError
 from .families import Family, get_family
 from .fit import C_SAMPLERS, choose_marginal_sampler, make_config, sample
 from .formula import parse_formula
@@ -44,7 +45,8 @@ class GLMM:
         lme4-style formula, e.g. ``"use[Y] ~ age + I(age**2) + urban + (1 + urban | district)"``.
         ``(1 + x | g)`` is one correlated block, ``(1 + x || g)`` has independent SDs,
         ``(1 | a/b)`` nests ``b`` in ``a``; ``offset(...)`` and ``p(successes, trials)``
-        (binomial) are supported.
+        (binomial) are supported, and so are lme4's ``cbind(successes, failures)``,
+        brms's ``successes | trials(n)`` and R's ``^``, ``log()``, ``factor()``.
     data : pandas.DataFrame
         The data; never modified.
     family : str or Family
@@ -56,6 +58,12 @@ class GLMM:
     na_action : {"error", "drop"}
         Rows with missing values in used columns raise an error unless
         ``"drop"``, which drops them with a warning saying how many.
+    eval_env : int or formulae.environment.Environment
+        Where functions called in the formula are looked up: by default (0)
+        the namespace of the code that builds the model, so ``y ~ f(x)``
+        works with the user's own ``f``; n > 0 goes n frames further up.
+        Columns of ``data`` come first; numpy (``np``) and R's ``log``,
+        ``exp``, ``sqrt``, ``factor`` are always there.
     """
 
     def __init__(
@@ -66,11 +74,15 @@ class GLMM:
         link: str | None = None,
         priors: Mapping[Any, Prior] | None = None,
         na_action: str = "error",
+        eval_env: int | Environment = 0,
     ) -> None:
+        if not isinstance(eval_env, Environment) and (isinstance(eval_env, bool) or not isinstance(eval_env, int)):
+            raise ArgumentError(f"eval_env must be a frame depth (int) or a formulae Environment, got {eval_env!r}")
+        self.eval_env = Environment.capture(eval_env, reference=1)
         parsed = parse_formula(formula)
         self.family, self.link = get_family(family, link)
         coded, labels = self.family.prepare_response(data, parsed.response)
-        design = build_design(parsed, coded, na_action, intercept=self.family.intercept)
+        design = build_design(parsed, coded, na_action, intercept=self.family.intercept, env=self.eval_env)
         self.family.check_response(design.y, design.trials, parsed.response)
         self.family = self.family.fitted_to(design.y, labels)
         if self.family.predictor_names:

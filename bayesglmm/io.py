@@ -128,5 +128,6 @@ def load(path: str | os.PathLike):
         link=spec["link"],
         priors=_priors_from_json(spec["priors"]) or None,
         na_action=spec["na_action"],
+        eval_env=1,  # the caller of load(): where the formula's own functions are
     )
     return GLMMResults(model, idata, warn=False)

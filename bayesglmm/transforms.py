@@ -12,12 +12,16 @@ computed once from the data used for fitting and reused unchanged for new
 data (predictions, comparisons).  A level of ``g`` not seen in fitting gets
 the mean of its own rows in the new data (its cluster mean, as it would have
 been computed had it been there).
+
+Formulas also know numpy (``np.log(x)``) and R's names for common functions
+(``log``, ``exp``, ``sqrt``, ``factor``; :data:`R_FUNCTIONS`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from formulae.transforms import C
 
 
 def _labels(g) -> pd.Series:
@@ -52,5 +56,17 @@ class GroupCenter(GroupMean):
         return np.asarray(x, dtype=float) - super().__call__(x, g)
 
 
-#: Names available inside formulas.
-NAMESPACE = {"gmean": GroupMean, "gcenter": GroupCenter}
+#: R's names of functions that R users write in formulas (``factor(x)`` is formulae's ``C(x)``).
+R_FUNCTIONS = {
+    "log": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+    "log1p": np.log1p,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "factor": C,
+}
+
+#: Names available inside every formula, after the user's own (see ``GLMM(eval_env=...)``).
+NAMESPACE = {"np": np, "numpy": np, **R_FUNCTIONS, "gmean": GroupMean, "gcenter": GroupCenter}

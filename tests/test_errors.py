@@ -41,6 +41,9 @@ CASES = [
     ("y ~ x + (1 | g) + (x | g)", None, {}, errors.FormulaError, "varies over 'g' in two"),
     ("one ~ x + (1 | g)", None, {"family": "categorical"}, errors.ResponseError, "single category"),
     ("word ~ x + offset(x) + (1 | g)", None, {"family": "categorical"}, errors.FormulaError, "offset"),
+    ("y ~ nofunction(x) + (1 | g)", None, {}, errors.DataError, r"calls nofunction\(\), which is not a function"),
+    ("cbind(k) ~ x + (1 | g)", None, {"family": "binomial"}, errors.FormulaError, "cbind\\(\\) takes two columns"),
+    ("k | weights(n) ~ x + (1 | g)", None, {"family": "binomial"}, errors.FormulaError, "are not supported"),
 ]
 
 
