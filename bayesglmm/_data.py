@@ -27,11 +27,18 @@ def _var_names(expr: str) -> set[str]:
     return {n for n in names if n}
 
 
+def _column_like(value: object, n: int) -> bool:
+    """Whether ``value`` could be read as a column of ``n`` rows."""
+    return not isinstance(value, str | bytes) and hasattr(value, "__len__") and len(value) == n
+
+
 def used_columns(parsed: ParsedFormula, data: pd.DataFrame, env: Environment | None = None) -> list[str]:
     """Columns of ``data`` the model uses, in a stable order.
 
     A name that is not a column may be one of ``env`` (the caller's), such as
-    the list in ``C(x, levels=lv)``; grouping factors must be columns.
+    the list in ``C(x, levels=lv)`` or a constant; not an array as long as the
+    data, which would silently stand in for a missing column (grouping
+    factors must be columns too).
 
     Raises
     ------
@@ -43,7 +50,7 @@ def used_columns(parsed: ParsedFormula, data: pd.DataFrame, env: Environment | N
     for term in parsed.random:
         names |= _var_names(term.expr)
     defined = env.namespace if env is not None else {}
-    names = {n for n in names if n in data.columns or n not in defined}
+    names = {n for n in names if n in data.columns or n not in defined or _column_like(defined[n], len(data))}
     names |= {f for term in parsed.random for f in term.factors}
     unknown = sorted(n for n in names if n not in data.columns)
     if unknown:

@@ -119,6 +119,15 @@ def test_eval_env_depth_and_environment():
         bg.GLMM("y ~ x", df, eval_env="here")
 
 
+def test_an_array_in_the_callers_code_does_not_stand_in_for_a_missing_column():
+    df = pd.DataFrame({"y": np.arange(6.0), "x": np.arange(6.0)})
+    z = np.ones(6)  # noqa: F841 (a notebook variable, not a column)
+    mu = 2.5  # noqa: F841 (a constant: allowed)
+    with pytest.raises(DataError, match="'z', which is not a column of data"):
+        bg.GLMM("y ~ x + z", df)
+    np.testing.assert_allclose(bg.GLMM("y ~ I(x - mu)", df).design.fixed.X[:, 1], df["x"] - 2.5)
+
+
 @pytest.mark.parametrize(
     ("formula", "message"),
     [
