@@ -164,12 +164,13 @@ class Design:
         """
         needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
         frame = _data.handle_missing(newdata, needed, "error")
-        X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True, columns=tuple(self.data.columns))
+        columns = tuple(self.data.columns)
+        X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True, columns=columns)
         if self._fixed_keep is not None:
             X = X[:, list(self._fixed_keep)]
         Zs, idxs, news = [], [], []
         for block, dm in zip(self.blocks, self._block_dms):
-            Zs.append(_evaluate(dm, frame, new=True, columns=tuple(self.data.columns))[0])
+            Zs.append(_evaluate(dm, frame, new=True, columns=columns)[0])
             if block.name in skip:
                 idxs.append(np.zeros(len(frame), dtype=np.int64))
                 news.append(np.zeros(len(frame), dtype=bool))

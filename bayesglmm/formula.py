@@ -185,9 +185,9 @@ def _operand(expr: str) -> str:
 def _brms_response(response: str) -> str:
     """brms's ``y | trials(n)`` as ``p(y, n)``; any other addition term is an error."""
     variable, *additions = (p.strip() for p in _split_top(response, "|"))
-    terms = [t.strip() for a in additions for t in _split_top(a, "+")]
-    trials = [args for t in terms if (args := _call_args(t, "trials")) is not None]
-    other = [t for t in terms if _call_args(t, "trials") is None]
+    calls = [(t.strip(), _call_args(t, "trials")) for a in additions for t in _split_top(a, "+")]
+    trials = [args for _, args in calls if args is not None]
+    other = [t for t, args in calls if args is None]
     if other:
         raise FormulaError(
             f"response {response!r}: the brms addition term(s) {other} are not supported; "

@@ -148,11 +148,11 @@ def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
     return pt.stack(z, axis=1)
 
 
-def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals):
-    """(log det M, wᵀw, z draw) for one grouping factor."""
+def _blocks_terms(block: GroupBlock, K: np.ndarray, L: pt.TensorVariable, sigma2, r: Residuals):
+    """(log det M, wᵀw, z draw) for one grouping factor; ``K`` (J, k, k) is ``Σ Z_i Z_iᵀ`` per level."""
     k = len(block.terms)
     # the small products are written elementwise, like Residuals' (no BLAS: Dot22 runs in Python)
-    A = pt.as_tensor(_level_sums(block, block.Z))  # Σ Z_i Z_iᵀ per level
+    A = pt.as_tensor(K)
     AL = (A[:, :, :, None] * L[None, None, :, :]).sum(axis=2)  # (J, k, k): A_j L
     M = pt.eye(k)[None] + (L[None, :, :, None] * AL[:, :, None, :]).sum(axis=1) / sigma2  # I + Lᵀ A_j L / σ²
     C = _small_cholesky(M, k)
@@ -163,11 +163,11 @@ def _blocks_terms(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals)
     return logdet, sum(((wi**2).sum() for wi in w), start=pt.zeros(())), {block.name: z}
 
 
-def _fused_value(block: GroupBlock, L: pt.TensorVariable, sigma2, r: Residuals) -> pt.TensorVariable:
+def _fused_value(block: GroupBlock, K: np.ndarray, L: pt.TensorVariable, sigma2, r: Residuals) -> pt.TensorVariable:
     """``-½ (log det M + rᵀr / σ² - wᵀw)`` of one grouping factor, by :class:`~bayesglmm.marginal_op.BlockMarginal`."""
     Ze, ZA = r.ZeA[block.name]
     d = r._d() if r.theta_hat.size else pt.zeros(0)
-    data = (_level_sums(block, block.Z), Ze, ZA, r.ee, r.Ate, r.AtA)
+    data = (K, Ze, ZA, r.ee, r.Ate, r.AtA)
     return block_marginal(d, L, sigma2, *(np.require(x, "float64", "C") for x in data))[0]
 
 
@@ -239,12 +239,13 @@ def add_marginal_likelihood(
     sigma2 = sigma**2
     r = Residuals.build(design, A, theta, y)
     if len(blocks) == 1:
-        logdet, ww, draws = _blocks_terms(blocks[0], scales[blocks[0].name], sigma2, r)
+        K = _level_sums(blocks[0], blocks[0].Z)  # Σ Z_i Z_iᵀ per level, for the graph and the fused operation
+        logdet, ww, draws = _blocks_terms(blocks[0], K, scales[blocks[0].name], sigma2, r)
     else:
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
     if fused and len(blocks) == 1:
-        value = _fused_value(blocks[0], scales[blocks[0].name], sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
+        value = _fused_value(blocks[0], K, scales[blocks[0].name], sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
     else:
         value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
     pm.Potential("y_marginal", value)
