@@ -71,10 +71,11 @@ def check_data(data: object) -> pd.DataFrame:
     return data
 
 
-def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> pd.DataFrame:
+def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str, new: bool = False) -> pd.DataFrame:
     """Return the rows of ``data[columns]`` to model, raising or dropping on NaN.
 
-    The returned frame is a copy holding only ``columns``.
+    The returned frame is a copy holding only ``columns``.  ``new``: the rows
+    are new data to predict, which must be complete (``na_action="error"``).
     """
     if na_action not in NA_ACTIONS:
         raise DataError(f"na_action must be one of {NA_ACTIONS}, got {na_action!r}")
@@ -85,6 +86,13 @@ def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> pd
     if n_bad == 0:
         return frame
     per_col = ", ".join(f"{c!r} ({int(k)})" for c, k in missing.sum().items() if k)
+    if new:
+        columns_with = [c for c in frame.columns if missing[c].any()]
+        raise MissingDataError(
+            f"{n_bad} of {len(frame)} rows of new data have missing values in the columns the model uses: "
+            f"{per_col}. Predictions need complete rows: drop or impute them first "
+            f"(e.g. newdata.dropna(subset={columns_with}))."
+        )
     if na_action == "error":
         raise MissingDataError(
             f"{n_bad} of {len(frame)} rows have missing values in the columns the model uses: "

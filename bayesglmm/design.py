@@ -154,6 +154,11 @@ class Design:
         """The response as written in the formula."""
         return self.parsed.response
 
+    def new_rows(self, newdata: pd.DataFrame) -> pd.DataFrame:
+        """The columns of ``newdata`` the model uses (a copy); missing values there are an error."""
+        needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
+        return _data.handle_missing(newdata, needed, "error", new=True)
+
     def new_data(self, newdata: pd.DataFrame, with_trials: bool = False, skip: frozenset[str] = frozenset()) -> NewData:
         """Evaluate the fitted design on ``newdata`` (same encodings and levels).
 
@@ -162,8 +167,7 @@ class Design:
         named in ``skip`` (random effects set to zero or integrated out) need
         no grouping column: their rows get index 0.
         """
-        needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
-        frame = _data.handle_missing(newdata, needed, "error")
+        frame = self.new_rows(newdata)
         columns = tuple(self.data.columns)
         X, offset = _fixed_arrays(self._fixed_dm.common, frame, new=True, columns=columns)
         if self._fixed_keep is not None:

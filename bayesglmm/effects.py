@@ -133,6 +133,8 @@ def _frame(res: GLMMResults, newdata: pd.DataFrame | None, variable: str) -> pd.
         raise ArgumentError(f"variable {variable!r} is not a column the model was fitted with")
     if variable not in frame.columns:
         raise ArgumentError(f"newdata lacks the column {variable!r}")
+    if newdata is not None:
+        res.model.design.new_rows(newdata)  # complete rows, checked before they are repeated
     return frame
 
 

@@ -20,7 +20,8 @@ ordinary (non-marginalised) model and everything downstream is unchanged.
 Two layouts of ``M``:
 
 * one grouping factor: ``M`` is block diagonal with one k × k block per
-  level; the Cholesky factors and triangular solves are unrolled over the
+  level (several blocks of the factor, ``(1 | g) + (0 + x | g)``, are one
+  block whose ``L`` is block diagonal); the Cholesky factors and triangular solves are unrolled over the
   k terms and vectorised over levels (O(J k³), any number of levels).  For
   the samplers that run C code the log-likelihood and its gradient are
   instead one operation, a loop over the levels
@@ -33,6 +34,7 @@ Two layouts of ``M``:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,10 +53,55 @@ def marginal_layout(design: Design) -> str | None:
     """``"blocks"``, ``"dense"`` or ``None`` (cannot be marginalised exactly)."""
     if not design.blocks:
         return None
-    if len(design.blocks) == 1:
+    if single_factor(design) is not None:
         return "blocks"
     q = sum(len(b.levels) * len(b.terms) for b in design.blocks)
     return "dense" if q <= DENSE_MAX else None
+
+
+def single_factor(design: Design) -> GroupBlock | None:
+    """The random effects of a design with one grouping factor, as one block; None otherwise.
+
+    The blocks of one factor (``(1 | g) + (0 + x | g)``, lme4's uncorrelated
+    spelling) are independent effects of the same levels: one block of all
+    their terms, whose covariance factor is block diagonal (:func:`joint_scale`).
+    """
+    blocks = design.blocks
+    if not blocks or any(b.group != blocks[0].group for b in blocks):
+        return None
+    if len(blocks) == 1:
+        return blocks[0]
+    return dataclasses.replace(
+        blocks[0],
+        terms=tuple(t for b in blocks for t in b.terms),
+        base=tuple(t for b in blocks for t in b.base_terms),
+        Z=np.hstack([b.Z for b in blocks]),
+        z_scale=np.concatenate([b.z_scale for b in blocks]),
+    )
+
+
+def gather_matrix(entries: pt.TensorVariable, index: np.ndarray) -> pt.TensorVariable:
+    """The matrix ``M[i, j] = entries[index[i, j]]``, 0 where ``index`` is ``len(entries)``.
+
+    A one-index gather (and, in the gradient, a scatter-add), which PyTensor
+    compiles: two-index assignments such as ``pt.diag`` or ``set_subtensor`` of
+    a sub-matrix have no C code and run in Python at every gradient.
+    """
+    padded = pt.concatenate([pt.flatten(entries), pt.zeros(1, dtype=entries.dtype)])
+    return padded[np.ravel(index)].reshape(np.shape(index))
+
+
+def joint_scale(blocks, scales: dict[str, pt.TensorVariable]) -> pt.TensorVariable:
+    """The blocks' factors ``L`` on the diagonal of one matrix (the first block's ``L`` for one block)."""
+    if len(blocks) == 1:
+        return scales[blocks[0].name]
+    sizes = [len(b.terms) for b in blocks]
+    index = np.full((sum(sizes), sum(sizes)), sum(k * k for k in sizes))
+    start, offset = 0, 0
+    for k in sizes:
+        index[start : start + k, start : start + k] = offset + np.arange(k * k).reshape(k, k)
+        start, offset = start + k, offset + k * k
+    return gather_matrix(pt.concatenate([pt.flatten(scales[b.name]) for b in blocks]), index)
 
 
 def _level_sums(block: GroupBlock, values: np.ndarray) -> np.ndarray:
@@ -91,11 +138,11 @@ class Residuals:
     ZeA: dict[str, tuple[np.ndarray, np.ndarray]]  #: block -> (Σ Z e (J, k), Σ Z Aᵀ (J, k, p))
 
     @classmethod
-    def build(cls, design: Design, A: np.ndarray, theta: pt.TensorVariable, y: np.ndarray) -> Residuals:
-        """Statistics of ``y - A θ`` for every block of ``design``."""
+    def build(cls, blocks, A: np.ndarray, theta: pt.TensorVariable, y: np.ndarray) -> Residuals:
+        """Statistics of ``y - A θ`` for every block of ``blocks``."""
         theta_hat = np.linalg.lstsq(A, y, rcond=None)[0] if A.shape[1] else np.zeros(0)
         e = y - A @ theta_hat
-        sums = {block.name: (_level_sums(block, e), _level_sums(block, A)) for block in design.blocks}
+        sums = {block.name: (_level_sums(block, e), _level_sums(block, A)) for block in blocks}
         return cls(theta, theta_hat, float(e @ e), A.T @ e, A.T @ A, sums)
 
     def _d(self) -> pt.TensorVariable:
@@ -149,7 +196,7 @@ def _backward(C, v: list[pt.TensorVariable], k: int) -> pt.TensorVariable:
 
 
 def _blocks_terms(block: GroupBlock, K: np.ndarray, L: pt.TensorVariable, sigma2, r: Residuals):
-    """(log det M, wᵀw, z draw) for one grouping factor; ``K`` (J, k, k) is ``Σ Z_i Z_iᵀ`` per level."""
+    """(log det M, wᵀw, z draw (J, k)) for one grouping factor; ``K`` (J, k, k) is ``Σ Z_i Z_iᵀ`` per level."""
     k = len(block.terms)
     # the small products are written elementwise, like Residuals' (no BLAS: Dot22 runs in Python)
     A = pt.as_tensor(K)
@@ -160,7 +207,7 @@ def _blocks_terms(block: GroupBlock, K: np.ndarray, L: pt.TensorVariable, sigma2
     logdet = 2.0 * sum((pt.log(C[i][i]).sum() for i in range(k)), start=pt.zeros(()))
     eps = pm.Normal.dist(0.0, 1.0, size=(len(block.levels), k))
     z = _backward(C, [w[i] + eps[:, i] for i in range(k)], k)
-    return logdet, sum(((wi**2).sum() for wi in w), start=pt.zeros(())), {block.name: z}
+    return logdet, sum(((wi**2).sum() for wi in w), start=pt.zeros(())), z
 
 
 def _fused_value(block: GroupBlock, K: np.ndarray, L: pt.TensorVariable, sigma2, r: Residuals) -> pt.TensorVariable:
@@ -237,15 +284,20 @@ def add_marginal_likelihood(
     """
     blocks = design.blocks
     sigma2 = sigma**2
-    r = Residuals.build(design, A, theta, y)
-    if len(blocks) == 1:
-        K = _level_sums(blocks[0], blocks[0].Z)  # Σ Z_i Z_iᵀ per level, for the graph and the fused operation
-        logdet, ww, draws = _blocks_terms(blocks[0], K, scales[blocks[0].name], sigma2, r)
+    merged = single_factor(design)
+    if merged is not None:
+        L = joint_scale(blocks, scales)
+        r = Residuals.build([merged], A, theta, y)
+        K = _level_sums(merged, merged.Z)  # Σ Z_i Z_iᵀ per level, for the graph and the fused operation
+        logdet, ww, z = _blocks_terms(merged, K, L, sigma2, r)
+        ends = np.cumsum([len(b.terms) for b in blocks])
+        draws = {b.name: z[:, end - len(b.terms) : end] for b, end in zip(blocks, ends)}
     else:
+        r = Residuals.build(blocks, A, theta, y)
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
-    if fused and len(blocks) == 1:
-        value = _fused_value(blocks[0], K, scales[blocks[0].name], sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
+    if fused and merged is not None:
+        value = _fused_value(merged, K, L, sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
     else:
         value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
     pm.Potential("y_marginal", value)

@@ -29,7 +29,7 @@ import pytensor.tensor as pt
 
 from .design import Design, FixedDesign, GroupBlock
 from .families import Family, Link
-from .marginal import LOG_2PI, add_marginal_likelihood, forward_solve
+from .marginal import LOG_2PI, add_marginal_likelihood, forward_solve, gather_matrix
 from .parameterization import NestedPair, level_covariates
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
@@ -150,14 +150,19 @@ def unpack_lower(packed: pt.TensorVariable, k: int) -> pt.TensorVariable:
     where a one-index gather and its scatter-add are compiled.
     """
     rows, cols = np.tril_indices(k)
-    index = np.full(k * k, rows.size)
-    index[rows * k + cols] = np.arange(rows.size)
-    return pt.concatenate([packed, pt.zeros(1, dtype=packed.dtype)])[index].reshape((k, k))
+    index = np.full((k, k), rows.size)
+    index[rows, cols] = np.arange(rows.size)
+    return gather_matrix(packed, index)
 
 
-def _as_matrix(scale: pt.TensorVariable) -> pt.TensorVariable:
-    """The k × k factor ``L`` of a block's scale (``diag(sd)`` for a vector of SDs)."""
-    return pt.diag(scale) if scale.ndim == 1 else scale
+def _as_matrix(scale: pt.TensorVariable, k: int) -> pt.TensorVariable:
+    """The k × k factor ``L`` of a block's scale (``diag(sd)`` for a vector of SDs, gathered:
+    ``pt.diag`` runs in Python)."""
+    if scale.ndim != 1:
+        return scale
+    index = np.full((k, k), k)
+    index[np.arange(k), np.arange(k)] = np.arange(k)
+    return gather_matrix(scale, index)
 
 
 def _block_effects(
@@ -421,7 +426,7 @@ def build_model(
         fixed_eta, shift, internal = _fixed_part(design, priors)
         m = design.n_predictors
         if marginal:  # the likelihood reads y - offset and X through statistics, not eta
-            scales = {block.name: _as_matrix(_block_scale(block, priors)) for block in design.blocks}
+            scales = {b.name: _as_matrix(_block_scale(b, priors), len(b.terms)) for b in design.blocks}
             params = family.add_parameters(priors.aux, link, shift)
             A, theta = _fixed_affine(model, design, internal)
             y = design.y - (0.0 if design.offset is None else design.offset)

@@ -128,6 +128,7 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
     updates: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     Zs = [b.Z for b in design.blocks]
+    extended: dict[str, xr.DataArray] = {}
     if frame is not None:
         skip = frozenset(b.name for b in design.blocks if b.name in pinned or not keep[b.name])
         nd = design.new_data(frame, skip=skip)
@@ -150,8 +151,9 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
                 lookup = {lab: len(block.levels) + j for j, lab in enumerate(new)}
                 idx[nd.new_level[i]] = [lookup[lab] for lab in labels]
                 dims[block.group] = block.levels + tuple(new)
-                posterior = _extend(posterior, block, new, seed)
+                extended[f"z_{block.name}"] = _extended_z(posterior[f"z_{block.name}"], block, new, seed)
             updates[f"idx_{block.name}"] = idx
+        posterior = replace_effects(posterior, extended)
     for i, block in enumerate(design.blocks):
         kept = block.terms if block.name in pinned else keep[block.name]  # pinned: set by the caller
         if not kept:
@@ -165,13 +167,12 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
     return updates, posterior, dims
 
 
-def _extend(posterior: xr.Dataset, block, new: list[str], seed: int) -> xr.Dataset:
-    """Append standard-normal z draws for new levels (their effects follow N(0, G)).
+def _extended_z(z: xr.DataArray, block, new: list[str], seed: int) -> xr.DataArray:
+    """``z`` with standard-normal draws appended for new levels (their effects follow N(0, G)).
 
     Each level's draws come from its own stream, seeded by ``seed`` and the
     level's label, so a level gets the same effects in every chunk of rows.
     """
-    z = posterior[f"z_{block.name}"]
     shape = (z.sizes["chain"], z.sizes["draw"], z.sizes[z.dims[-1]])
     draws = [
         np.random.default_rng([seed, zlib.crc32(f"{block.name}\x00{label}".encode())]).standard_normal(shape)
@@ -179,13 +180,23 @@ def _extend(posterior: xr.Dataset, block, new: list[str], seed: int) -> xr.Datas
     ]
     coords = {block.group: new, z.dims[-1]: z[z.dims[-1]].values}
     extra = xr.DataArray(np.stack(draws, axis=2), dims=z.dims, coords=coords)
-    return _replace_z(posterior, block, xr.concat([z, extra], dim=block.group))
+    return xr.concat([z, extra], dim=block.group)
 
 
-def _replace_z(posterior: xr.Dataset, block, z: xr.DataArray) -> xr.Dataset:
-    others = posterior.drop_vars(f"z_{block.name}")
-    others = others.drop_dims(block.group) if block.group in others.dims else others
-    return others.assign({f"z_{block.name}": z})
+def replace_effects(posterior: xr.Dataset, arrays: dict[str, xr.DataArray]) -> xr.Dataset:
+    """``posterior`` with the variables ``arrays`` replaced, whose group dimensions may have new lengths.
+
+    All blocks of one grouping factor share its dimension (``(1 | g) + (0 + x | g)``),
+    so they are replaced together; a block left with the old length would conflict.
+    """
+    if not arrays:
+        return posterior
+    others = posterior.drop_vars(list(arrays))
+    groups = {d for a in arrays.values() for d in a.dims[2:-1]}
+    stale = [v for v in others.data_vars if groups & set(others[v].dims)]
+    if stale:  # a caller's bug: every block of a resized group must be replaced
+        raise RuntimeError(f"effects {stale} of a resized grouping factor were not replaced")
+    return others.drop_dims([d for d in groups if d in others.dims]).assign(arrays)
 
 
 def _clone_with(res, updates, dims) -> pm.Model:
@@ -250,9 +261,13 @@ def _pin_nodes(design, pinned: dict[str, str | float], random_seed):
     for block in integrated:
         parts[block.name] = nodes[:, start : start + len(block.terms)]
         start += len(block.terms)
+    first: dict[str, str] = {}  # of several blocks of one factor, the first holds the quantile
     for block in design.blocks:
         if block.name in pinned and block.name not in parts:
-            fixed = quadrature.quantile_node(len(block.terms), pinned[block.name])
+            if first.setdefault(block.group, block.name) == block.name:
+                fixed = quadrature.quantile_node(len(block.terms), pinned[block.name])
+            else:  # independent of the first block: at its mean, as the other terms of a || block
+                fixed = np.zeros(len(block.terms))
             parts[block.name] = np.broadcast_to(fixed, (len(weights), len(block.terms)))
     return parts, weights
 
@@ -270,6 +285,7 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, seed, random_seed)
         sub = frame.iloc[lo : lo + chunk]
         tiled = sub.iloc[np.tile(np.arange(len(sub)), M)]
         updates, posterior, dims = _prepare(res, tiled, keep, pinned, allow_new_levels, seed)
+        nodes = {}
         for block in design.blocks:
             if block.name not in pinned:
                 continue
@@ -278,7 +294,8 @@ def _pinned_draws(res, frame, keep, pinned, allow_new_levels, seed, random_seed)
             z = posterior[f"z_{block.name}"]
             values = np.broadcast_to(parts[block.name], (z.sizes["chain"], z.sizes["draw"], M, len(block.terms)))
             coords = {"chain": z["chain"], "draw": z["draw"], block.group: list(labels), z.dims[-1]: z[z.dims[-1]]}
-            posterior = _replace_z(posterior, block, xr.DataArray(values.copy(), dims=z.dims, coords=coords))
+            nodes[f"z_{block.name}"] = xr.DataArray(values.copy(), dims=z.dims, coords=coords)
+        posterior = replace_effects(posterior, nodes)
         mean = _evaluate(res, posterior, updates, dims, "mu", random_seed, weights)
         out.append(mean.reshape(mean.shape[:2] + (len(sub), -1)))  # (chain, draw, row, category)
     mean = np.concatenate(out, axis=2)
@@ -307,6 +324,15 @@ def _pinned_blocks(design, keep, marginal, re_quantile) -> dict[str, str | float
                     "keep all of its terms or none in re_formula"
                 )
             pinned[block.name] = "integrate"
+    for block in design.blocks:
+        if block.name in pinned:
+            continue
+        held = next((b for b in design.blocks if b.group == block.group and b.name in pinned), None)
+        if held is not None:  # its blocks share the factor's levels: all are kept, or none
+            raise ArgumentError(
+                f"marginal=True integrates ({held.expr} | {block.group}) out while re_formula keeps "
+                f"({block.expr} | {block.group}); the blocks of one grouping factor are kept or integrated together"
+            )
     return pinned
 
 
@@ -325,9 +351,12 @@ def predict_draws(
     return _draws(res, newdata, *args, level_seed=_seed(random_seed))
 
 
-def _check_newdata(newdata) -> None:
+def _check_newdata(newdata, design) -> None:
+    """A DataFrame (or None) whose rows are complete, checked before any are repeated."""
     if newdata is not None and not isinstance(newdata, pd.DataFrame):
         raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if newdata is not None:
+        design.new_rows(newdata)
 
 
 def _draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, marginal, re_quantile, level_seed):
@@ -335,7 +364,7 @@ def _draws(res, newdata, kind, re_formula, allow_new_levels, random_seed, margin
     response draws and quadrature nodes by ``random_seed``."""
     if kind not in KINDS:
         raise ArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    _check_newdata(newdata)
+    _check_newdata(newdata, res.model.design)
     if not isinstance(marginal, bool):
         raise ArgumentError(f"marginal must be True or False, got {marginal!r}")
     design = res.model.design
@@ -408,13 +437,15 @@ def predict(
         Hold random effects at this quantile of their fitted distribution
         (e.g. 0.2 for the 20th percentile doctor); a dict maps grouping
         factors to quantiles.  For a block with slopes the first term is set
-        to its quantile and the others to their conditional mean.
+        to its quantile and the others to their conditional mean; of several
+        blocks of one factor (``(1 | g) + (0 + x | g)``) the first is held
+        so, and the others at their mean, 0, as with ``(1 + x || g)``.
     """
     prob = stats.check_prob(prob)
     args = (kind, re_formula, allow_new_levels)
     if not summary:
         return predict_draws(res, newdata, *args, random_seed, marginal, re_quantile)
-    _check_newdata(newdata)
+    _check_newdata(newdata, res.model.design)
     frame = res.model.design.data if newdata is None else newdata
     chunks = row_chunks(res, len(frame))
     if len(chunks) == 1:

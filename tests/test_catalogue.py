@@ -79,7 +79,14 @@ FITTED = [
         "newdata with missing values in a used column",
         lambda r, d: r.predict(_new(d, x=np.nan)),
         errors.MissingDataError,
-        "'x'",
+        r"3 of 3 rows of new data .*'x'.*dropna",
+    ),
+    (
+        "marginal-missing-values",
+        "population-averaged predictions for newdata with a missing value (counted before the rows are repeated)",
+        lambda r, d: r.predict(_new(d, x=[0.0, np.nan, 1.0]), marginal=True),
+        errors.MissingDataError,
+        r"1 of 3 rows of new data",
     ),
     (
         "predict-not-frame",

@@ -294,6 +294,8 @@ def _families_frame(seed=3):
         ("yo ~ x + (1 | g)", "ordinal", False),
         ("yo ~ x + (1 | g)", ("ordinal", "probit"), False),
         ("yg ~ x + (1 + x | g)", "gaussian", True),
+        ("yg ~ x + (1 | g) + (0 + x | g)", "gaussian", True),
+        ("yg ~ x + (1 + x || g)", "gaussian", True),
     ],
 )
 def test_gradients_run_no_python(formula, family, marginal):
@@ -303,7 +305,7 @@ def test_gradients_run_no_python(formula, family, marginal):
 
     family, link = family if isinstance(family, tuple) else (family, None)
     model = bg.GLMM(formula, _families_frame(), family=family, link=link)
-    target = model.marginal_model() if marginal else model.sampling_model()
+    target = model.marginal_model(fused=True) if marginal else model.sampling_model()
     fns = cnuts.compile_functions(target, ["fixef"])
     python = {str(node.op) for node in fns.logp_dlogp.maker.fgraph.apply_nodes if not isinstance(node.op, CLinkerOp)}
     assert not python, python

@@ -119,6 +119,37 @@ def test_new_levels_spread_grows_with_fitted_sd(logistic):
     assert spread.mean() == pytest.approx(sd.mean(), rel=0.1)
 
 
+@pytest.fixture(scope="module")
+def two_blocks():
+    """lme4's uncorrelated spelling: two blocks of one grouping factor, which share its levels."""
+    rng = np.random.default_rng(6)
+    g = np.repeat(np.arange(15), 8)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + rng.normal(0, 1.0, 15)[g] + rng.normal(0, 0.5, 15)[g] * x + rng.normal(0, 0.7, g.size)
+    return _fit("y ~ x + (1 | g) + (0 + x | g)", pd.DataFrame({"y": y, "x": x, "g": g}), "gaussian")
+
+
+def test_blocks_of_one_factor_predict_together(two_blocks):
+    """New levels, integration and quantiles resize or pin both blocks of the factor at once."""
+    fe = two_blocks.draws("fixef")
+    sd0, sd1 = two_blocks.draws("sd_g_1")[..., 0], two_blocks.draws("sd_g_2")[..., 0]
+    grid = pd.DataFrame({"x": [1.0]})
+    fixed = fe[..., 0] + fe[..., 1]
+    # identity link: averaging over the effects gives the fixed part (the nodes are symmetric)
+    assert two_blocks.predict(grid, marginal=True, summary=False)[..., 0] == pytest.approx(fixed)
+    # the first block at its quantile, the other at its mean (as the terms of a || block)
+    p20 = two_blocks.predict(grid, re_quantile=0.2, summary=False)[..., 0]
+    assert p20 == pytest.approx(fixed + sd0 * -0.8416212335729143)
+    new = pd.DataFrame({"x": [0.0, 1.0] * 100, "g": np.repeat([f"new{i}" for i in range(100)], 2)})
+    eta = two_blocks.predict(new, allow_new_levels=True, summary=False, random_seed=1)
+    again = two_blocks.predict(new, allow_new_levels=True, summary=False, random_seed=1)
+    np.testing.assert_array_equal(eta, again)
+    slope = eta[..., 1::2] - eta[..., 0::2] - fe[..., 1:2]  # each new group's slope effect
+    assert slope.std(axis=-1).mean() == pytest.approx(sd1.mean(), rel=0.15)
+    with pytest.raises(bg.ArgumentError, match="kept or integrated together"):
+        two_blocks.predict(grid.assign(g=0), marginal=True, re_formula="~(1 | g)")
+
+
 def test_comparisons_and_slopes(logistic):
     cond = logistic.comparisons("x", re_formula="~0", scale="link")
     assert cond["mean"][0] == pytest.approx(logistic.fixef().loc["x", "mean"], rel=1e-6)

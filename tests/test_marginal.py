@@ -43,6 +43,8 @@ def _values(model, names, point):
         "y ~ x + f + (1 + x || g)",
         "y ~ x + (1 | g)",
         "y ~ x + (1 + x | g) + (1 | h)",
+        "y ~ x + (1 | g) + (0 + x | g)",
+        "y ~ x + f + (1 + x | g) + (0 + f | g)",
         "y ~ 0 + x + (1 + x | g)",
         "y ~ 1 + (1 | g)",
         "y ~ x + offset(h) + (1 + x | g)",
@@ -78,7 +80,9 @@ def test_marginal_constants_are_contiguous(sim_gaussian, formula):
     assert all(a.flags.c_contiguous or a.flags.f_contiguous for a in arrays)
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + f + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + f + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)", "y ~ x + (1 | g) + (0 + x | g)"]
+)
 @pytest.mark.parametrize("fused", [False, True])
 def test_marginal_logp_does_not_touch_the_rows(sim_gaussian, formula, fused):
     """The data enter the marginal log density only through per-level statistics."""
@@ -98,6 +102,11 @@ def test_marginal_model_samples_no_random_effects(sim_gaussian):
     assert marginal_layout(m.design) == "blocks"
     assert m._use_marginal("auto") is True
     assert bg.GLMM("y ~ x + (1 | g) + (1 | h)", sim_gaussian)._use_marginal("auto") is False
+    # several blocks of one factor are one block with a block-diagonal factor
+    two = bg.GLMM("y ~ x + (1 | g) + (0 + x | g)", sim_gaussian)
+    assert marginal_layout(two.design) == "blocks" and two._use_marginal("auto") is True
+    free = {v.name for v in two.marginal_model().free_RVs}
+    assert free == {"Intercept_centered", "b_normal_scaled", "sd_g_1", "sd_g_2", "sigma"}
 
 
 def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
