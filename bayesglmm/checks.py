@@ -189,8 +189,8 @@ def prior_predictive(model, draws: int = 1000, random_seed: int | None = None) -
     for p in range(design.n_predictors if design.blocks else 0):
         shares = icc_draws(prior, predictor=p)
         suffix = f" [{design.predictors[p]}]" if design.predictors else ""
-        for block in design.blocks:
-            rows[f"ICC ({block.group}){suffix}"] = shares[block.name]
+        for group, share in shares.items():
+            rows[f"ICC ({group}){suffix}"] = share
     for block in design.blocks:
         J = len(block.levels)
         for suffix, m in means.items():

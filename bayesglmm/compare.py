@@ -183,7 +183,8 @@ def kfold(
         over the fitted N(0, G) with this many Monte Carlo draws per
         posterior draw.
     **fit_kwargs
-        Passed to :meth:`GLMM.fit` (``draws``, ``tune``, ``chains``, ``sampler``, ...).
+        Passed to :meth:`GLMM.fit` (``draws``, ``tune``, ``chains``, ``sampler``, ...); the
+        refits show no progress bar unless ``progressbar=True``.
     """
     from .glmm import GLMM
 
@@ -207,7 +208,7 @@ def kfold(
         )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            fitted = refit.fit(random_seed=int(seeds[f, 0]), progressbar=False, **fit_kwargs)
+            fitted = refit.fit(random_seed=int(seeds[f, 0]), **({"progressbar": False} | fit_kwargs))
         for w in caught:  # convergence is summarised below; anything else passes through
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn(w.message, w.category, stacklevel=3)

@@ -59,7 +59,8 @@ def _check_at(res: GLMMResults, at: Mapping[str, Any]) -> None:
     }
     unknown = [k for k in at if k not in known]
     if unknown:
-        raise ArgumentError(f"at names {unknown}, which are not random-slope terms; slopes are {sorted(known)}")
+        slopes = sorted(known - {"Intercept"})
+        raise ArgumentError(f"at names {unknown}, which are not random-slope terms; the model's are {slopes or 'none'}")
 
 
 def block_variances(res: GLMMResults, at: Mapping[str, Any] | None = None, predictor: int = 0) -> dict[str, np.ndarray]:
@@ -92,11 +93,18 @@ def latent_residual_variance(res: GLMMResults, total_re: np.ndarray) -> np.ndarr
 
 
 def icc_draws(res: GLMMResults, at: Mapping[str, Any] | None = None, predictor: int = 0) -> dict[str, np.ndarray]:
-    """Latent-scale ICC of every block (by name), draws (chain, draw); one linear predictor's."""
+    """Latent-scale ICC of every grouping factor, draws (chain, draw); one linear predictor's.
+
+    The blocks of one factor (``(1 | g) + (0 + x | g)``) are independent
+    effects of the same levels: their variances add, as the terms of a ``||`` block's do.
+    """
     variances = block_variances(res, at, predictor=predictor)
     total = sum(variances.values())
     resid = latent_residual_variance(res, total)
-    return {name: v / (total + resid) for name, v in variances.items()}
+    groups: dict[str, np.ndarray] = {}
+    for block in res.model.design.blocks:
+        groups[block.group] = groups.get(block.group, 0.0) + variances[block.name]
+    return {group: v / (total + resid) for group, v in groups.items()}
 
 
 def icc(res: GLMMResults, at: Mapping[str, Any] | None = None, prob: float = 0.94) -> pd.DataFrame:
@@ -116,8 +124,8 @@ def icc(res: GLMMResults, at: Mapping[str, Any] | None = None, prob: float = 0.9
     frames = []
     for p in range(design.n_predictors):
         shares = icc_draws(res, at, predictor=p)
-        s = stats.summarize(np.stack([shares[b.name] for b in design.blocks], axis=-1), prob, diagnostics=False)
-        frame = pd.DataFrame({"group": [b.group for b in design.blocks], **{k: s[k] for k in SUMMARY}})
+        s = stats.summarize(np.stack(list(shares.values()), axis=-1), prob, diagnostics=False)
+        frame = pd.DataFrame({"group": list(shares), **{k: s[k] for k in SUMMARY}})
         if design.predictors:
             frame.insert(1, "category", design.predictors[p])
         frames.append(frame)

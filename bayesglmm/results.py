@@ -146,7 +146,7 @@ class GLMMResults:
         """Posterior random effects of every level: ``group, level, term, mean, sd, hdi_low, hdi_high``."""
         prob = stats.check_prob(prob)
         frames = [self._block_table(block, self.draws(f"r_{block.name}"), prob) for block in self.model.design.blocks]
-        return _concat(frames, RANEF_COLUMNS)
+        return _by_level(_concat(frames, RANEF_COLUMNS))
 
     def coef(self, prob: float = 0.94) -> pd.DataFrame:
         """Group-level coefficients: fixed effect plus random effect, per level.
@@ -164,7 +164,7 @@ class GLMMResults:
                 if term in labels:
                     total[..., i] += fixef[..., labels.index(term), None]
             frames.append(self._block_table(block, total, prob))
-        return _concat(frames, RANEF_COLUMNS)
+        return _by_level(_concat(frames, RANEF_COLUMNS))
 
     @staticmethod
     def _block_table(block, draws: np.ndarray, prob: float) -> pd.DataFrame:
@@ -318,6 +318,17 @@ def _long_table(records: list[tuple], prob: float, keys: list[str]) -> pd.DataFr
     for col in ("mean", "sd", "hdi_low", "hdi_high"):
         out[col] = s[col]
     return out
+
+
+def _by_level(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the blocks of one factor (``(1 | g) + (0 + x | g)``) together per level, as a
+    ``||`` block's; factors and levels keep their order."""
+    if table.empty:
+        return table
+    group = pd.factorize(table["group"])[0]
+    level = table.groupby("group", sort=False)["level"].transform(lambda s: pd.factorize(s)[0])
+    order = np.lexsort((np.arange(len(table)), level.to_numpy(), group))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -139,7 +139,7 @@ def test_prior_predictive_summary(sim_binary):
 
 
 def test_kfold_by_group(gaussian_fit):
-    short = {"draws": 150, "tune": 200, "chains": 2, "cores": 1}
+    short = {"draws": 150, "tune": 200, "chains": 2, "cores": 1, "progressbar": False}  # a fit argument too
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
         kf = gaussian_fit.kfold(group="g", k=2, random_seed=1, new_level_draws=5, **short)

@@ -150,6 +150,18 @@ def test_blocks_of_one_factor_predict_together(two_blocks):
         two_blocks.predict(grid.assign(g=0), marginal=True, re_formula="~(1 | g)")
 
 
+def test_blocks_of_one_factor_are_one_factor_in_tables(two_blocks):
+    """One ICC row per factor (the blocks' variances add) and per-level rows in ranef/coef, as for ||."""
+    sd0, sd1 = two_blocks.draws("sd_g_1")[..., 0], two_blocks.draws("sd_g_2")[..., 0]
+    s2 = two_blocks.draws("sigma") ** 2
+    table = two_blocks.icc(at={"x": 1.0})
+    assert list(table["group"]) == ["g"]
+    assert table["mean"].iloc[0] == pytest.approx(np.mean((sd0**2 + sd1**2) / (sd0**2 + sd1**2 + s2)))
+    for frame in (two_blocks.ranef(), two_blocks.coef()):
+        assert list(frame["term"][:4]) == ["Intercept", "x", "Intercept", "x"]
+        assert frame["level"].iloc[0] == frame["level"].iloc[1] != frame["level"].iloc[2]
+
+
 def test_comparisons_and_slopes(logistic):
     cond = logistic.comparisons("x", re_formula="~0", scale="link")
     assert cond["mean"][0] == pytest.approx(logistic.fixef().loc["x", "mean"], rel=1e-6)
