@@ -71,6 +71,30 @@ def check_data(data: object) -> pd.DataFrame:
     return data
 
 
+def numpy_backed(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with pandas' nullable numbers and booleans (``Int64``, ``Float64``, ``boolean``,
+    pyarrow's) as numpy columns, which formulae reads; ``NA`` becomes ``NaN``.
+
+    A new frame when any column changes; ``data`` itself is left as it is.
+    """
+    converted = {}
+    for name, dtype in data.dtypes.items():
+        if not isinstance(dtype, pd.api.extensions.ExtensionDtype) or isinstance(dtype, pd.CategoricalDtype):
+            continue
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            column = data[name]
+            if column.isna().any():
+                converted[name] = column.astype("float64")
+            else:
+                converted[name] = column.to_numpy(dtype=bool if pd.api.types.is_bool_dtype(dtype) else None)
+    if not converted:
+        return data
+    out = data.copy()
+    for name, values in converted.items():
+        out[name] = np.asarray(values) if not isinstance(values, pd.Series) else values
+    return out
+
+
 def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str, new: bool = False) -> pd.DataFrame:
     """Return the rows of ``data[columns]`` to model, raising or dropping on NaN.
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import bayesglmm as bg
 from bayesglmm.design import build_design
@@ -76,3 +77,22 @@ def test_new_data_uses_fitted_encoding(sim_gaussian):
     assert nd.X.tolist() == [[1, 0, 0, 1], [1, 1, 0, 0]]
     assert nd.new_level[0].tolist() == [False, True]
     assert nd.idx[0][0] == 3
+
+
+def test_nullable_columns_read_as_numpy(sim_binary):
+    """pandas' nullable and pyarrow numbers and booleans give the design of their numpy
+    counterparts (formulae cannot read them as a response); NA counts as missing."""
+    nullable = sim_binary.astype({"y": "Int64", "x": "Float64"}).assign(
+        flag=pd.array(sim_binary["y"] == 1, dtype="boolean"), xa=pd.array(sim_binary["x"], dtype="float64[pyarrow]")
+    )
+    before = nullable.copy()
+    plain = sim_binary.assign(flag=sim_binary["y"] == 1, xa=sim_binary["x"])
+    for formula in ("y ~ x + (1 | g)", "flag ~ xa + (1 | g)"):
+        a = bg.GLMM(formula, nullable, family="bernoulli").design
+        b = bg.GLMM(formula, plain, family="bernoulli").design
+        np.testing.assert_array_equal(a.y, b.y)
+        np.testing.assert_array_equal(a.fixed.X, b.fixed.X)
+    pd.testing.assert_frame_equal(nullable, before)
+    nullable.loc[3, "y"] = pd.NA
+    with pytest.raises(bg.MissingDataError, match="'y' \\(1\\)"):
+        bg.GLMM("y ~ x + (1 | g)", nullable, family="bernoulli")
