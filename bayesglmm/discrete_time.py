@@ -62,7 +62,7 @@ def expand_discrete_time(
     if not np.isin(d_values, (0, 1)).all():
         raise DataError(f"{event!r} must be 0 (censored) or 1 (event)")
     counts = t_values.astype(np.int64)
-    long = data.loc[data.index.repeat(counts)].copy()
+    long = data.iloc[np.repeat(np.arange(len(data)), counts)].copy()  # by position: the index may repeat
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     long[period] = within + 1
     last = long[period].to_numpy() == np.repeat(counts, counts)

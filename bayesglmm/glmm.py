@@ -37,6 +37,13 @@ from .stats import az
 BINARY = ("bernoulli", "binomial")
 
 
+def _labelled(data: pd.DataFrame, coded: pd.DataFrame, used: pd.DataFrame) -> pd.DataFrame:
+    """``used`` (the rows and columns of ``coded`` that were modelled) with the response as the
+    user wrote it in ``data``; rows are matched by position, as the index may repeat."""
+    complete = coded[list(used.columns)].notna().all(axis=1).to_numpy()
+    return data.iloc[np.flatnonzero(complete)][list(used.columns)]
+
+
 class GLMM:
     """A Bayesian generalized linear mixed model, specified but not yet fitted.
 
@@ -89,7 +96,7 @@ class GLMM:
         self.family = self.family.fitted_to(design.y, labels)
         if self.family.predictor_names:
             design = expand_predictors(design, self.family.predictor_names)
-        kept = design.data if labels is None else data.loc[design.data.index, design.data.columns]
+        kept = design.data if labels is None else _labelled(data, coded, design.data)
         self.design: Design = replace(design, y=_frozen(self.family.encode(design.y)), data=kept)
         self._separation = warn_separation(self.design) if self.family.name in BINARY else None
         self.user_priors = dict(priors or {})

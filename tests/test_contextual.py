@@ -55,6 +55,9 @@ def test_expand_discrete_time():
     assert long["period"].tolist() == [1, 2, 1, 2, 3, 1]
     assert long["event"].tolist() == [0, 1, 0, 0, 0, 1]
     assert long["x"].tolist() == [0.1, 0.1, 0.2, 0.2, 0.2, 0.3]
+    # rows are repeated by position: a repeated index label stays with its own row
+    twice = bg.expand_discrete_time(df.set_axis([0, 0, 1]), time="weeks", event="relapse")
+    pd.testing.assert_frame_equal(twice, long)
 
 
 @pytest.mark.parametrize(

@@ -96,3 +96,17 @@ def test_nullable_columns_read_as_numpy(sim_binary):
     nullable.loc[3, "y"] = pd.NA
     with pytest.raises(bg.MissingDataError, match="'y' \\(1\\)"):
         bg.GLMM("y ~ x + (1 | g)", nullable, family="bernoulli")
+
+
+def test_repeated_index_labels(sim_binary):
+    """Rows are matched by position: a repeated index (e.g. after pd.concat) keeps every row once,
+    also where the response's labels are kept (ordinal) and rows are dropped."""
+    df = sim_binary.assign(yo=pd.Categorical(np.where(sim_binary["y"] == 1, "hi", "lo"), ["lo", "hi"], ordered=True))
+    df = df.set_axis(np.arange(len(df)) % 50)
+    df.loc[df.index[0], "x"] = np.nan  # labels 0 repeat: .loc would pick every row labelled 0
+    df.iloc[1, df.columns.get_loc("x")] = np.nan
+    with pytest.warns(bg.DataWarning, match="dropped 7 of 300"):
+        m = bg.GLMM("yo ~ x + (1 | g)", df, family="cumulative", na_action="drop")
+    complete = df["x"].notna().to_numpy()
+    assert m.design.n == len(m.design.data) == complete.sum()
+    assert list(m.design.data["yo"]) == list(df["yo"][complete])
