@@ -287,7 +287,10 @@ def test_fitted_model_catalogue(fitted, key, what, action, cls, pattern):
 def test_catalogue_is_large_enough():
     # formula/data/family/response cases, the separate model-level tests of test_errors.py
     # (missing values, non-DataFrame data, 5 fit arguments, 6 priors) and the entries above
-    assert len(CASES) + 1 + 1 + 5 + 6 + len(FITTED) >= 30
+    size = len(CASES) + 1 + 1 + 5 + 6 + len(FITTED)
+    assert size >= 30
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    assert f"catalogue of {size} bad inputs" in readme, "update the catalogue's size in README.md"
 
 
 def _cell(text: str) -> str:
