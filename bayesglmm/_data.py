@@ -84,14 +84,14 @@ def numpy_backed(data: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
             column = data[name]
             if column.isna().any():
-                converted[name] = column.astype("float64")
+                converted[name] = column.to_numpy(dtype="float64", na_value=np.nan)
             else:
-                converted[name] = column.to_numpy(dtype=bool if pd.api.types.is_bool_dtype(dtype) else None)
+                converted[name] = column.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
     if not converted:
         return data
     out = data.copy()
     for name, values in converted.items():
-        out[name] = np.asarray(values) if not isinstance(values, pd.Series) else values
+        out[name] = values
     return out
 
 

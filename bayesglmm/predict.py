@@ -153,6 +153,10 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
                 dims[block.group] = block.levels + tuple(new)
                 extended[f"z_{block.name}"] = _extended_z(posterior[f"z_{block.name}"], block, new, seed)
             updates[f"idx_{block.name}"] = idx
+        for block in design.blocks:  # a block left out, of a factor with new levels, shares its dimension
+            if block.group in dims and f"z_{block.name}" not in extended and block.name not in pinned:
+                new = list(dims[block.group][len(block.levels) :])
+                extended[f"z_{block.name}"] = _extended_z(posterior[f"z_{block.name}"], block, new, seed)
         posterior = replace_effects(posterior, extended)
     for i, block in enumerate(design.blocks):
         kept = block.terms if block.name in pinned else keep[block.name]  # pinned: set by the caller

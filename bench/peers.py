@@ -12,9 +12,10 @@ imports, so that each pays its own compilation and starts with cold in-memory ca
 compiled-module index: 2.7 s with this machine's cache).
 
 Compiled code is cached on disk by every tool (PyTensor's C modules, numba's and JAX's
-caches).  Each fit is therefore run twice, and only the second run is timed: the first,
-untimed, fills the caches, so that what is measured is a user's refit, not the
-compiler.  All fits of a run share one PyTensor compile directory, new for the run
+caches).  Each fit is therefore first run once untimed, to fill the caches, so that what is
+measured is a user's refit, not the compiler; then ``--repeats`` times (3), and the run of
+median wall time is reported (on a shared 2-core machine one run of the same fit varied
+from 3.0 to 4.8 s).  All fits of a run share one PyTensor compile directory, new for the run
 (``--compiledir`` keeps one): the index of compiled modules that every fresh process
 loads grows with everything ever compiled in a directory: 0.05-0.1 s with the ~160
 modules of cbpp and sleepstudy and their peers, 2.2-4 s with a development machine's
@@ -148,19 +149,30 @@ def _environment(compiledir: str) -> dict[str, str]:
     return env
 
 
-#: Set by :func:`main`: the environment of every fit (its PyTensor compile directory)
-#: and whether the first, cache-filling run is timed.
-SETTINGS = {"env": None, "cold": False}
+#: Set by :func:`main`: the environment of every fit (its PyTensor compile directory),
+#: whether the first, cache-filling run is timed, and how many timed runs there are.
+SETTINGS = {"env": None, "cold": False, "repeats": 3}
 
 
 def _run(command: list[str], timeout: float) -> dict:
-    """Run one fit in a fresh interpreter and read the ``RESULT`` line it prints.
+    """Run one fit in fresh interpreters and read the ``RESULT`` line each prints.
 
-    Unless ``--cold``, an untimed run of the same fit comes first (see the module docstring).
+    With ``--cold`` the first run is timed, alone.  Otherwise an untimed run of the same
+    fit comes first (see the module docstring); of the ``repeats`` timed runs, the one of
+    median wall time is returned, with every run's time in ``runs``.  A failed run is
+    returned as it is.
     """
-    if not SETTINGS["cold"]:
-        _run_once(command, timeout)
-    return _run_once(command, timeout)
+    if SETTINGS["cold"]:  # later runs would find the caches filled
+        return _run_once(command, timeout)
+    _run_once(command, timeout)
+    results = []
+    for _ in range(SETTINGS["repeats"]):
+        result = _run_once(command, timeout)
+        if "error" in result:
+            return result
+        results.append(result)
+    results.sort(key=lambda r: r["seconds"])
+    return {**results[len(results) // 2], "runs": [round(r["seconds"], 2) for r in results]}
 
 
 def _run_once(command: list[str], timeout: float) -> dict:
@@ -200,10 +212,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per peer fit")
     parser.add_argument("--compiledir", help="PyTensor compile directory of every fit (default: new for the run)")
     parser.add_argument("--cold", action="store_true", help="time the first run of each fit (no warm-up run)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed warm runs per fit; the median is reported")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     compiledir = args.compiledir or tempfile.mkdtemp(prefix="bayesglmm-bench-pytensor-")
-    SETTINGS.update(env=_environment(compiledir), cold=args.cold)
-    print(f"PyTensor compile directory: {compiledir}; {'cold' if args.cold else 'warm'} runs timed", flush=True)
+    SETTINGS.update(env=_environment(compiledir), cold=args.cold, repeats=args.repeats)
+    what = "cold" if args.cold else "warm"
+    print(f"PyTensor compile directory: {compiledir}; {what} runs timed ({args.repeats} when warm)", flush=True)
     rows = []
     for name in args.models:
         rows.append({"model": name, "tool": "bayesglmm", **ours(name, args.timeout)})

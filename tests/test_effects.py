@@ -146,6 +146,9 @@ def test_blocks_of_one_factor_predict_together(two_blocks):
     np.testing.assert_array_equal(eta, again)
     slope = eta[..., 1::2] - eta[..., 0::2] - fe[..., 1:2]  # each new group's slope effect
     assert slope.std(axis=-1).mean() == pytest.approx(sd1.mean(), rel=0.15)
+    # one block of the factor left out: the other's new-level effects alone
+    only = two_blocks.predict(new, re_formula="~(1 | g)", allow_new_levels=True, summary=False, random_seed=1)
+    np.testing.assert_allclose(only[..., 1::2] - only[..., 0::2], np.broadcast_to(fe[..., 1:2], only[..., 0::2].shape))
     with pytest.raises(bg.ArgumentError, match="kept or integrated together"):
         two_blocks.predict(grid.assign(g=0), marginal=True, re_formula="~(1 | g)")
 
