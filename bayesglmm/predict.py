@@ -419,7 +419,10 @@ def predict(
     kind : {"mean", "link", "response"}
         Expected response (probability for binomial), linear predictor, or
         posterior predictive draws of the response.  With ``marginal`` or
-        ``re_quantile``, ``"link"`` is the link of the averaged mean.
+        ``re_quantile``, ``"link"`` is the link of the averaged mean.  Drawn
+        categories are their values (ordinal: the numbers, or 1, ..., K for
+        labels) or, unordered, codes 0, ..., K-1 in the order of
+        ``res.model.family.categories``, which have no summary.
     re_formula : str, optional
         Which random effects to include (None: all; "~0": none).
     allow_new_levels : bool
@@ -447,6 +450,12 @@ def predict(
     """
     prob = stats.check_prob(prob)
     args = (kind, re_formula, allow_new_levels)
+    if summary and kind == "response" and res.model.family.name == "categorical":
+        raise ArgumentError(
+            "a mean and interval of unordered category codes mean nothing; use kind='mean' for each "
+            "category's probability, or summary=False for the drawn codes (0, 1, ... in the order of "
+            f"res.model.family.categories: {list(res.model.family.categories)})"
+        )
     if not summary:
         return predict_draws(res, newdata, *args, random_seed, marginal, re_quantile)
     _check_newdata(newdata, res.model.design)

@@ -122,6 +122,8 @@ def test_fixed_effects_match_maximum_likelihood_and_results_plug_in(tmp_path):
     assert list(link["category"]) == ["car", "walk"] * 2
     drawn = res.predict(df.head(3), kind="response", summary=False)
     assert set(np.unique(drawn)) <= {0.0, 1.0, 2.0}
+    with pytest.raises(bg.ArgumentError, match="unordered category codes"):
+        res.predict(df.head(3), kind="response")
     comp = res.comparisons("x")
     assert comp["mean"].sum() == pytest.approx(0.0, abs=1e-9)
     assert np.isfinite(res.loo().elpd_loo)
