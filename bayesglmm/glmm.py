@@ -263,7 +263,8 @@ class GLMM:
             exact conditional posterior (:mod:`bayesglmm.marginal`).  The
             posterior is the same; sampling is faster and free of the funnel.
             ``"auto"`` does so for models with one grouping factor (any
-            number of levels and correlated terms); ``True`` also for several
+            number of levels and correlated terms, in one block or several,
+            as ``(1 | g) + (0 + x | g)``); ``True`` also for several
             crossed or nested factors (up to 1000 random effects, dense
             algebra: exact, but not always faster).
         reduce : bool
