@@ -74,10 +74,11 @@ def _families(res: GLMMResults) -> dict[str, np.ndarray]:
             key = f"{kind} | {name.rsplit('|', 1)[1].rstrip(')')}"
         out.setdefault(key, []).append(draws)
     fams = {k: np.stack(v, axis=-1) for k, v in out.items()}
+    effects: dict[str, list[np.ndarray]] = {}  # the blocks of one factor together
     for block in res.model.design.blocks:
         r = res.draws(f"r_{block.name}")
-        fams[f"effects | {block.group}"] = r.reshape(r.shape[:2] + (-1,))
-    return fams
+        effects.setdefault(f"effects | {block.group}", []).append(r.reshape(r.shape[:2] + (-1,)))
+    return fams | {key: np.concatenate(parts, axis=-1) for key, parts in effects.items()}
 
 
 def _bfmi(res: GLMMResults) -> tuple[float, ...]:

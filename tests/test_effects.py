@@ -163,6 +163,7 @@ def test_blocks_of_one_factor_are_one_factor_in_tables(two_blocks):
     for frame in (two_blocks.ranef(), two_blocks.coef()):
         assert list(frame["term"][:4]) == ["Intercept", "x", "Intercept", "x"]
         assert frame["level"].iloc[0] == frame["level"].iloc[1] != frame["level"].iloc[2]
+    assert two_blocks.diagnose().table.loc["effects | g", "n_params"] == 30  # both blocks' 15 levels
 
 
 def test_comparisons_and_slopes(logistic):
