@@ -110,7 +110,7 @@ def grouped_ppc(
     design = res.model.design
     blocks = [b for b in design.blocks if b.group == group]
     if not blocks:
-        raise ArgumentError(f"group {group!r} is not a grouping factor; they are {[b.group for b in design.blocks]}")
+        raise ArgumentError(f"group {group!r} is not a grouping factor; they are {list(design.groups)}")
     block, fn = blocks[0], _statistic(stat, res.model.family)
     y_rep, y = _replicates(res, random_seed), res.model.family.decode(design.y)
     proportion = stat == "mean" and design.trials is not None

@@ -33,7 +33,7 @@ K_THRESHOLD = 0.7
 def _block_of(res: GLMMResults, group: str):
     blocks = [b for b in res.model.design.blocks if b.group == group]
     if not blocks:
-        groups = [b.group for b in res.model.design.blocks]
+        groups = list(res.model.design.groups)
         raise ArgumentError(f"group {group!r} is not a grouping factor of the model; they are {groups}")
     return blocks[0]
 
@@ -150,9 +150,7 @@ def _folds(
     else:
         block = next((b for b in design.blocks if b.group == group), None)
         if block is None:
-            raise ArgumentError(
-                f"group {group!r} is not a grouping factor; they are {[b.group for b in design.blocks]}"
-            )
+            raise ArgumentError(f"group {group!r} is not a grouping factor; they are {list(design.groups)}")
         units, labels = np.asarray(block.idx), list(block.levels)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= len(labels):
         raise ArgumentError(f"k must be an integer between 2 and the number of units ({len(labels)}), got {k!r}")

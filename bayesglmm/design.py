@@ -145,6 +145,11 @@ class Design:
         return len(self.predictors) or 1
 
     @property
+    def groups(self) -> tuple[str, ...]:
+        """The grouping factors, each once (several blocks may share one)."""
+        return tuple(dict.fromkeys(b.group for b in self.blocks))
+
+    @property
     def n(self) -> int:
         """Number of observations."""
         return int(self.y.shape[0])

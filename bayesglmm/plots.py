@@ -166,7 +166,7 @@ def z_pattern(res: GLMMResults, ax=None, max_rows: int = 2000):
     Z = sparse.hstack(mats)
     fig, ax = _axes(ax, figsize=(6, 6))
     ax.spy(Z, markersize=0.5, aspect="auto")
-    ax.set_xlabel("random effect (" + ", ".join(b.group for b in design.blocks) + ")")
+    ax.set_xlabel("random effect (" + ", ".join(design.groups) + ")")
     ax.set_ylabel("observation")
     ax.set_title(f"Z: {Z.shape[0]} x {Z.shape[1]}, {Z.nnz} non-zeros")
     return fig
