@@ -157,9 +157,10 @@ def test_bad_marginalize_argument(sim_gaussian, sim_binary):
 
 
 @pytest.mark.sampling
-def test_marginal_fit_matches_full_fit(sim_gaussian):
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (0 + x | g)"])
+def test_marginal_fit_matches_full_fit(sim_gaussian, formula):
     """Same posterior either way (means within a few MC standard errors)."""
-    m = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian)
+    m = bg.GLMM(formula, sim_gaussian)
     kw = {"draws": 500, "tune": 500, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 4}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
