@@ -93,17 +93,31 @@ def waic(res: GLMMResults, pointwise: bool = True):
         return az.waic(res.idata, pointwise=pointwise, var_name=OBSERVED)
 
 
+def _observations(res: GLMMResults) -> np.ndarray:
+    """The modelled response per row, as labels for categories (whose codes depend on the family)."""
+    y = np.asarray(res.model.design.y, dtype=float)
+    categories = res.model.family.categories
+    return np.asarray(categories, dtype=object)[y.astype(np.int64)] if categories else y
+
+
 def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | None = None) -> pd.DataFrame:
     """ArviZ comparison table (ranked by expected log predictive density).
 
-    All models must be fitted to the same rows.  ``group`` compares them by
-    leave-one-group-out.
+    All models must be fitted to the same observations of the same response
+    (checked).  ``group`` compares them by leave-one-group-out.
     """
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ArgumentError("compare needs a dict of at least two fitted models, name -> result")
     sizes = {name: res.model.design.n for name, res in models.items()}
     if len(set(sizes.values())) > 1:
         raise ArgumentError(f"models were fitted to different numbers of rows: {sizes}")
+    (first, reference), *others = ((name, _observations(res)) for name, res in models.items())
+    differ = [name for name, values in others if not np.array_equal(values, reference)]
+    if differ:
+        raise ArgumentError(
+            f"models {differ} were fitted to other observations than {first!r} (another response, a "
+            "transformed one, or other rows): their log predictive densities cannot be compared"
+        )
     if ic not in ("loo", "waic"):
         raise ArgumentError(f"ic must be 'loo' or 'waic', got {ic!r}")
     if ic == "waic" and not all(_stored(res) for res in models.values()):

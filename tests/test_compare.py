@@ -50,6 +50,12 @@ def test_compare_prefers_the_true_random_slope(fits):
     assert gap > 2 * table.loc["intercept", "dse"]
     with pytest.raises(bg.ArgumentError, match="at least two"):
         bg.compare({"a": fits["slope"]})
+    # the same rows, another response (here rescaled): densities on different scales
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        scaled = bg.GLMM("I(y * 2) ~ x + (1 | g)", fits["slope"].model.design.data).fit(**SHORT)
+    with pytest.raises(bg.ArgumentError, match=r"\['scaled'\] were fitted to other observations"):
+        bg.compare({"slope": fits["slope"], "scaled": scaled})
 
 
 def test_compare_no_false_preference_without_slope_variance():
