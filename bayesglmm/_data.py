@@ -154,18 +154,29 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     labels: list[str] = [""]
     for i, name in enumerate(factors):
         col_codes, uniques = pd.factorize(frame[name], sort=True)
-        col_labels = [str(u) for u in uniques]
+        col_labels = list(group_labels(pd.Series(uniques, dtype=frame[name].dtype)))
         combined = codes * len(col_labels) + col_codes
         keep, codes = np.unique(combined, return_inverse=True)
         labels = [(labels[k // len(col_labels)] + ":" if i else "") + col_labels[k % len(col_labels)] for k in keep]
     return codes.astype(np.int64), tuple(labels)
 
 
+def group_labels(column: pd.Series) -> np.ndarray:
+    """A grouping column's values as text, whole numbers stored as floats written as integers:
+    group 1 is the same group whether a column holds 1 or 1.0 (as after a merge with gaps)."""
+    labels = column.astype(str).to_numpy(dtype=object)
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.to_numpy(dtype=float)
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**53)
+        labels[whole] = values[whole].astype(np.int64).astype(str)
+    return labels
+
+
 def level_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:
     """Group label of every row (factor levels joined with ``":"``)."""
-    labels = frame[factors[0]].astype(str).to_numpy(dtype=object)
+    labels = group_labels(frame[factors[0]])
     for name in factors[1:]:
-        labels = labels + ":" + frame[name].astype(str).to_numpy(dtype=object)
+        labels = labels + ":" + group_labels(frame[name])
     return labels
 
 

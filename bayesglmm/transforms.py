@@ -23,9 +23,12 @@ import numpy as np
 import pandas as pd
 from formulae.transforms import C
 
+from ._data import group_labels
+
 
 def _labels(g) -> pd.Series:
-    return pd.Series(np.asarray(g)).astype(str)
+    """Group labels as the model's grouping factors make them (:func:`bayesglmm._data.level_labels`)."""
+    return pd.Series(group_labels(pd.Series(np.asarray(g))))
 
 
 class GroupMean:

@@ -110,3 +110,15 @@ def test_repeated_index_labels(sim_binary):
     complete = df["x"].notna().to_numpy()
     assert m.design.n == len(m.design.data) == complete.sum()
     assert list(m.design.data["yo"]) == list(df["yo"][complete])
+
+
+def test_whole_float_group_labels_are_integers(sim_gaussian):
+    """Group 1 is group 1 whether the column holds 1 or 1.0 (an int column with gaps turns float)."""
+    df = sim_gaussian.assign(k=np.repeat(np.arange(1, 13), 10))
+    as_int = bg.GLMM("y ~ x + (1 | k)", df).design
+    as_float = bg.GLMM("y ~ x + (1 | k)", df.astype({"k": float})).design
+    assert as_int.blocks[0].levels == as_float.blocks[0].levels == tuple(str(i) for i in range(1, 13))
+    new = df.head(3).astype({"k": float})
+    np.testing.assert_array_equal(as_int.new_data(new).idx[0], as_int.blocks[0].idx[:3])
+    mixed = bg.GLMM("y ~ x + (1 | k)", df.assign(k=np.where(df["k"] < 6, df["k"], df["k"] + 0.5))).design
+    assert mixed.blocks[0].levels[:2] == ("1", "2") and "6.5" in mixed.blocks[0].levels
