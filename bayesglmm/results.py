@@ -286,7 +286,8 @@ class GLMMResults:
     def _header(self) -> list[str]:
         m, d = self.model, self.model.design
         a = self.idata.attrs
-        groups = ", ".join(f"{b.group} ({len(b.levels)})" for b in d.blocks) or "none"
+        levels = {b.group: len(b.levels) for b in d.blocks}  # a factor of several blocks once
+        groups = ", ".join(f"{g} ({n})" for g, n in levels.items()) or "none"
         return [
             f"GLMM fit: {m.formula}",
             f"family: {m.family.name} (link: {m.link.name}); observations: {d.n}; groups: {groups}",
