@@ -76,6 +76,7 @@ def numpy_backed(data: pd.DataFrame) -> pd.DataFrame:
     pyarrow's) as numpy columns, which formulae reads; ``NA`` becomes ``NaN``.
 
     A new frame when any column changes; ``data`` itself is left as it is.
+    Applied to the columns a model uses (:func:`handle_missing`).
     """
     converted = {}
     for name, dtype in data.dtypes.items():
@@ -98,8 +99,9 @@ def numpy_backed(data: pd.DataFrame) -> pd.DataFrame:
 def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str, new: bool = False) -> pd.DataFrame:
     """Return the rows of ``data[columns]`` to model, raising or dropping on NaN.
 
-    The returned frame is a copy holding only ``columns``.  ``new``: the rows
-    are new data to predict, which must be complete (``na_action="error"``).
+    The returned frame is a copy holding only ``columns``, nullable ones as
+    numpy columns (:func:`numpy_backed`).  ``new``: the rows are new data to
+    predict, which must be complete (``na_action="error"``).
     """
     if na_action not in NA_ACTIONS:
         raise DataError(f"na_action must be one of {NA_ACTIONS}, got {na_action!r}")
@@ -108,7 +110,7 @@ def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str, new: 
     bad_rows = missing.any(axis=1)
     n_bad = int(bad_rows.sum())
     if n_bad == 0:
-        return frame
+        return numpy_backed(frame)
     per_col = ", ".join(f"{c!r} ({int(k)})" for c, k in missing.sum().items() if k)
     if new:
         columns_with = [c for c in frame.columns if missing[c].any()]
@@ -129,7 +131,7 @@ def handle_missing(data: pd.DataFrame, columns: list[str], na_action: str, new: 
         DataWarning,
         stacklevel=4,
     )
-    return frame.loc[~bad_rows]
+    return numpy_backed(frame.loc[~bad_rows])
 
 
 def check_finite(values: np.ndarray, what: str) -> None:

@@ -162,7 +162,7 @@ class Design:
     def new_rows(self, newdata: pd.DataFrame) -> pd.DataFrame:
         """The columns of ``newdata`` the model uses (a copy); missing values there are an error."""
         needed = [c for c in self.data.columns if c != self.parsed.response and c in newdata.columns]
-        return _data.numpy_backed(_data.handle_missing(newdata, needed, "error", new=True))
+        return _data.handle_missing(newdata, needed, "error", new=True)
 
     def new_data(self, newdata: pd.DataFrame, with_trials: bool = False, skip: frozenset[str] = frozenset()) -> NewData:
         """Evaluate the fitted design on ``newdata`` (same encodings and levels).

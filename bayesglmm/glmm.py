@@ -19,7 +19,6 @@ import pandas as pd
 import pymc as pm
 from formulae.environment import Environment
 
-from ._data import check_data, numpy_backed
 from .design import Design, _frozen, build_design, expand_predictors
 from .errors import ArgumentError, FamilyError, FitArgumentError
 from .families import Family, get_family
@@ -89,7 +88,6 @@ class GLMM:
         self.eval_env = Environment.capture(eval_env, reference=1)
         parsed = parse_formula(formula)
         self.family, self.link = get_family(family, link)
-        data = numpy_backed(check_data(data))
         coded, labels = self.family.prepare_response(data, parsed.response)
         design = build_design(parsed, coded, na_action, intercept=self.family.intercept, env=self.eval_env)
         self.family.check_response(design.y, design.trials, parsed.response)

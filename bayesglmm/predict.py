@@ -128,7 +128,6 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
     updates: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     Zs = [b.Z for b in design.blocks]
-    extended: dict[str, xr.DataArray] = {}
     if frame is not None:
         skip = frozenset(b.name for b in design.blocks if b.name in pinned or not keep[b.name])
         nd = design.new_data(frame, skip=skip)
@@ -151,12 +150,13 @@ def _prepare(res, frame, keep, pinned, allow_new_levels, seed, tile=1):
                 lookup = {lab: len(block.levels) + j for j, lab in enumerate(new)}
                 idx[nd.new_level[i]] = [lookup[lab] for lab in labels]
                 dims[block.group] = block.levels + tuple(new)
-                extended[f"z_{block.name}"] = _extended_z(posterior[f"z_{block.name}"], block, new, seed)
             updates[f"idx_{block.name}"] = idx
-        for block in design.blocks:  # a block left out, of a factor with new levels, shares its dimension
-            if block.group in dims and f"z_{block.name}" not in extended and block.name not in pinned:
-                new = list(dims[block.group][len(block.levels) :])
-                extended[f"z_{block.name}"] = _extended_z(posterior[f"z_{block.name}"], block, new, seed)
+        # every block of a factor with new levels shares its dimension, also one re_formula leaves out
+        extended = {
+            f"z_{b.name}": _extended_z(posterior[f"z_{b.name}"], b, list(dims[b.group][len(b.levels) :]), seed)
+            for b in design.blocks
+            if b.group in dims and b.name not in pinned
+        }
         posterior = replace_effects(posterior, extended)
     for i, block in enumerate(design.blocks):
         kept = block.terms if block.name in pinned else keep[block.name]  # pinned: set by the caller
