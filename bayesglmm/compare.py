@@ -1,6 +1,7 @@
 """Model comparison: PSIS-LOO, leave-one-group-out, WAIC and ``compare``.
 
-The pointwise log-likelihood is stored with every fit.  Leave-one-group-out
+The pointwise log-likelihood is computed when first needed and kept with the
+fit (in chunks, not kept, beyond ``fit.LOGLIK_BUDGET``).  Leave-one-group-out
 (``loo(res, group="school")``) sums it within the levels of a grouping factor
 and applies PSIS to the group sums: the question "how well does the model
 predict a new school?" rather than "a new student of a known school".
@@ -19,6 +20,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import ArgumentError, ConvergenceWarning
+from .fit import store_log_likelihood
 from .model import OBSERVED
 from .pointwise import loo_elpd
 from .predict import log_likelihood_draws
@@ -39,7 +41,8 @@ def _block_of(res: GLMMResults, group: str):
 
 
 def _stored(res: GLMMResults) -> bool:
-    return "log_likelihood" in res.idata.groups()
+    """Whether ``res.idata`` holds the pointwise log-likelihood, computing it first if it fits the budget."""
+    return store_log_likelihood(res.idata, res.model.pymc_model)
 
 
 def _grouped(res: GLMMResults, group: str) -> az.InferenceData:

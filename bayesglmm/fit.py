@@ -99,7 +99,7 @@ CENTRED_ENOUGH = 0.5
 CORRELATED_CENTRED_ENOUGH = 0.8
 RHAT_MAX = 1.01
 ESS_MIN = 400
-#: Largest pointwise log-likelihood (draws × rows values) stored with a fit; beyond it
+#: Largest pointwise log-likelihood (draws × rows values) kept with a fit; beyond it
 #: LOO computes the log-likelihood in chunks on demand (``compare.loo``).
 LOGLIK_BUDGET = 50_000_000
 
@@ -324,11 +324,14 @@ def sample(
     design: Design | None = None,
     centring: Mapping[str, np.ndarray] | None = None,
     nested: tuple = (),
+    log_likelihood: bool = False,
 ) -> az.InferenceData:
-    """Sample the posterior of ``model`` and add the pointwise log-likelihood of ``y``.
+    """Sample the posterior of ``model``; with ``log_likelihood``, add the pointwise log-likelihood of ``y``.
 
-    The log-likelihood is stored when it holds at most ``LOGLIK_BUDGET`` values
-    (draws × rows); larger fits compute it in chunks when LOO asks for it.
+    Without it (the default, as in PyMC, bambi, brms and rstanarm), LOO
+    computes the log-likelihood when it is first asked for
+    (:func:`store_log_likelihood`).  It is stored when it holds at most
+    ``LOGLIK_BUDGET`` values (draws × rows); larger fits compute it in chunks.
 
     ``target`` is the model NUTS runs when it is not ``model`` itself, with the
     same posterior: the model with gaussian random effects integrated out (the
@@ -371,9 +374,6 @@ def sample(
             complete_posterior(idata, target, model, design, seed)
         idata.posterior = idata.posterior[[v for v in idata.posterior.data_vars if v in model.named_vars]]
         seconds = time.perf_counter() - start
-        stored = cfg.chains * cfg.draws * _rows(model) <= LOGLIK_BUDGET
-        if stored:
-            pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
     idata.attrs.update(
         {
             "random_seed": cfg.random_seed,
@@ -384,14 +384,35 @@ def sample(
             "chains": cfg.chains,
             "target_accept": cfg.target_accept,
             "marginalized": int(marginal),
-            "log_likelihood": "stored" if stored else "on demand",
+            "log_likelihood": "on demand",
             "collapsed_rows": _rows(target) if _rows(target) < _rows(model) and not marginal else 0,
             "centred_blocks": ",".join(centring),
             "nested_pairs": ",".join(f"{pair.parent}>{pair.child}" for pair in nested),
             "mass_matrix": "draws" if draw_mass or cfg.sampler == "numpyro" else "gradients",
         }
     )
+    if log_likelihood:
+        store_log_likelihood(idata, model)
     return idata
+
+
+def store_log_likelihood(idata: az.InferenceData, model: pm.Model) -> bool:
+    """Add the pointwise log-likelihood of ``model``'s response to ``idata`` if it fits ``LOGLIK_BUDGET``.
+
+    Returns whether ``idata`` holds it (already, or now); ``idata.attrs["log_likelihood"]``
+    says ``"stored"`` or ``"on demand"`` (computed in chunks by LOO).
+    """
+    if "log_likelihood" in idata.groups():
+        return True
+    size = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] * _rows(model)
+    if size > LOGLIK_BUDGET:
+        return False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
+        pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
+    idata.attrs["log_likelihood"] = "stored"
+    return True
 
 
 def _tree_depth_hits(stats) -> int:

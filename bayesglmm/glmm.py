@@ -217,6 +217,7 @@ class GLMM:
         marginalize: bool | str = "auto",
         reduce: bool = True,
         centre: bool = True,
+        log_likelihood: bool = False,
     ) -> GLMMResults:
         """Sample the posterior with NUTS.
 
@@ -280,6 +281,13 @@ class GLMM:
             locations) are sampled through the parents' totals
             (:func:`~bayesglmm.parameterization.nested_pairs`).  ``False``
             samples every effect in the plain non-centred form ``r = σ z``.
+        log_likelihood : bool
+            Store the pointwise log-likelihood in ``res.idata`` now.  By
+            default (as in PyMC, bambi, brms and rstanarm) it is computed when
+            first needed, by :meth:`~GLMMResults.loo`, :meth:`~GLMMResults.waic`,
+            :func:`~bayesglmm.compare` or :meth:`~GLMMResults.log_lik`, and then
+            kept; a fit of more than 5·10⁷ draws × rows never stores it, and
+            LOO computes it in chunks.
 
         Returns
         -------
@@ -289,7 +297,7 @@ class GLMM:
             saturated tree depth.
         """
         cfg = make_config(draws, tune, chains, cores, target_accept, random_seed, sampler, progressbar)
-        for name, value in (("reduce", reduce), ("centre", centre)):
+        for name, value in (("reduce", reduce), ("centre", centre), ("log_likelihood", log_likelihood)):
             if not isinstance(value, bool):
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
         marginal = self._use_marginal(marginalize)
@@ -299,7 +307,7 @@ class GLMM:
         else:
             target = self.sampling_model(reduce, centre)
         weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
-        idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs)
+        idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs, log_likelihood)
         return GLMMResults(self, idata)
 
     def __repr__(self) -> str:

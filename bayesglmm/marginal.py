@@ -313,14 +313,76 @@ def effect_draw_names(design: Design) -> list[str]:
 
 
 def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design, seed: int) -> None:
-    """Add exact conditional draws of ``z`` and the effects ``r`` to ``idata.posterior``
-    (one compiled function), with the dims ``full`` gives them."""
+    """Add exact conditional draws of ``z`` and ``r`` to ``idata.posterior``, with the dims ``full`` gives them.
+
+    One compiled function computes them for a whole chunk of posterior draws
+    at once: the graph of the ``z_`` and ``r_`` deterministics, vectorised
+    over a leading axis of draws (``vectorize_graph``), with the model's
+    parameters and the N(0, 1) noise as inputs.  The noise comes from
+    ``numpy.random.default_rng(seed)``, chunk after chunk, so the draws are
+    reproducible.  A chunk holds at most ``DRAW_BUDGET`` values of the
+    largest intermediate array (a level's k × k matrices, or the dense q × q
+    ``M``).  (PyMC's ``sample_posterior_predictive`` evaluates one draw per
+    call: sleepstudy's 4000 draws took 0.35 s against 0.03 s here, plus the
+    same compilation.)
+    """
     names = effect_draw_names(design)
-    kwargs = {"var_names": names, "progressbar": False, "return_inferencedata": False}
-    draws = pm.sample_posterior_predictive(idata, model=marginal, random_seed=seed, **kwargs)
+    fn, parameters, noise = _draw_function(marginal, names)
     posterior = idata.posterior
-    for name in names:
-        posterior[name] = _as_da(draws[name], posterior, full, name)
+    missing = [v.name for v in parameters if v.name not in posterior]
+    if missing:  # pragma: no cover - the samplers store every free variable
+        raise RuntimeError(f"the posterior lacks {missing}, needed to draw the random effects")
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    values = [np.asarray(posterior[v.name].values).reshape(chains * draws, -1) for v in parameters]
+    shapes = [tuple(posterior[v.name].shape[2:]) for v in parameters]
+    noise_shapes = [v.type.shape if None not in v.type.shape else tuple(v.shape.eval()) for v in noise]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, DRAW_BUDGET // _draw_size(design))
+    parts = []
+    for start in range(0, chains * draws, chunk):
+        stop = min(start + chunk, chains * draws)
+        inputs = [v[start:stop].reshape(stop - start, *s) for v, s in zip(values, shapes)]
+        inputs += [rng.standard_normal((stop - start, *s)) for s in noise_shapes]
+        parts.append(fn(*inputs))
+    for i, name in enumerate(names):
+        stacked = np.concatenate([p[i] for p in parts]).reshape(chains, draws, *parts[0][i].shape[1:])
+        posterior[name] = _as_da(stacked, posterior, full, name)
+
+
+#: Largest intermediate array (values) of one chunk of conditional draws.
+DRAW_BUDGET = 5_000_000
+
+
+def _draw_size(design: Design) -> int:
+    """Values of the largest intermediate array per posterior draw: J k² for one factor, q² for several."""
+    q = sum(len(b.levels) * len(b.terms) for b in design.blocks)
+    if single_factor(design) is not None:
+        return q * sum(len(b.terms) for b in design.blocks)
+    return q * q
+
+
+def _draw_function(marginal: pm.Model, names: list[str]):
+    """The compiled draws ``names`` of a batch: (function, parameters, noise variables), the function
+    taking the parameters' values and then the noise, each with a leading axis of draws."""
+    import pytensor
+    from pytensor.graph.replace import vectorize_graph
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.random.op import RandomVariable
+
+    outputs = [marginal[name] for name in names]
+    free = list(marginal.free_RVs)
+    reached = list(ancestors(outputs, blockers=free))  # a list: the noise's order must not vary
+    parameters = [v for v in free if v in set(reached)]
+    noise = list(
+        dict.fromkeys(
+            v.owner.outputs[1]
+            for v in reached
+            if v.owner is not None and v not in free and isinstance(v.owner.op, RandomVariable)
+        )
+    )
+    batched = {v: pt.tensor(dtype=v.dtype, shape=(None, *v.type.shape), name=v.name) for v in parameters + noise}
+    fn = pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode="FAST_COMPILE")
+    return fn, parameters, noise
 
 
 def _as_da(values: np.ndarray, posterior, model: pm.Model, name: str):

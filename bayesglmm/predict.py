@@ -21,7 +21,6 @@ of the linear predictor.
 
 from __future__ import annotations
 
-import logging
 import zlib
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from pymc.model.fgraph import clone_model
 
 from . import quadrature, stats
 from ._data import level_labels
+from ._pymc import quiet_forward_sampling
 from .errors import ArgumentError, NewLevelError
 from .formula import parse_formula
 
@@ -222,20 +222,14 @@ def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     ``var``) so that only (chain, draw, row) is ever stored.
     """
     model = _clone_with(res, updates, dims)
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # silence "Sampling: [...]" for every prediction
-    try:
-        with model:
-            if weights is not None:
-                stacked = model[var].reshape((len(weights), -1))
-                pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
-                var = "_averaged"
-            out = pm.sample_posterior_predictive(
-                posterior, var_names=[var], random_seed=random_seed, progressbar=False, return_inferencedata=False
-            )
-    finally:
-        logger.setLevel(level)
+    with model, quiet_forward_sampling():
+        if weights is not None:
+            stacked = model[var].reshape((len(weights), -1))
+            pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
+            var = "_averaged"
+        out = pm.sample_posterior_predictive(
+            posterior, var_names=[var], random_seed=random_seed, progressbar=False, return_inferencedata=False
+        )
     return np.asarray(out[var])
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .fit import check_draws
+from .errors import ArgumentError
+from .fit import LOGLIK_BUDGET, check_draws, store_log_likelihood
+from .model import OBSERVED
 
 if TYPE_CHECKING:  # pragma: no cover
     from .glmm import GLMM
@@ -35,8 +37,9 @@ class GLMMResults:
     model : GLMM
         The specification (formula, family, design, priors).
     idata : arviz.InferenceData
-        Posterior, sample stats and pointwise log-likelihood; random effects
-        ``r_<group>`` carry the group levels as coordinates.
+        Posterior and sample stats; random effects ``r_<group>`` carry the
+        group levels as coordinates.  The pointwise log-likelihood joins it
+        when first needed (:meth:`log_lik`).
     diagnostics : dict
         Max R-hat, min bulk/tail ESS, divergences, tree-depth hits.
     """
@@ -235,6 +238,20 @@ class GLMMResults:
         return slopes(self, variable, by=by, marginal=marginal, **kwargs)
 
     # ---- model checking ----------------------------------------------------------
+    def log_lik(self):
+        """Pointwise log-likelihood of the fitted rows, a DataArray (chain, draw, row), as brms's ``log_lik``.
+
+        Computed on first use and kept in ``idata.log_likelihood`` (ArviZ's
+        ``az.loo(res.idata)`` then works too).  A fit of more than 5·10⁷
+        draws × rows is refused: :meth:`loo` computes it in chunks.
+        """
+        if not store_log_likelihood(self.idata, self.model.pymc_model):
+            raise ArgumentError(
+                "this fit is too large to hold its pointwise log-likelihood (draws x rows > "
+                f"{LOGLIK_BUDGET:.0e}); loo() computes it in chunks"
+            )
+        return self.idata.log_likelihood[OBSERVED]
+
     def loo(self, group: str | None = None, pointwise: bool = True):
         """PSIS-LOO, per observation or leaving out one level of ``group`` at a time."""
         from .compare import loo

@@ -40,7 +40,9 @@ def test_idata_holds_every_group_effect(res):
     r = res.idata.posterior["r_school"]
     assert r.dims == ("chain", "draw", "school", "school__term")
     assert list(r["school"].values[:3]) == ["s0", "s1", "s10"]
-    assert "log_likelihood" in res.idata.groups() and res.idata.log_likelihood["y"].shape == (2, 250, 180)
+    assert "log_likelihood" not in res.idata.groups()  # computed when first needed, then kept
+    assert res.log_lik().dims == ("chain", "draw", "y_dim_0") and res.log_lik().shape == (2, 250, 180)
+    assert "log_likelihood" in res.idata.groups() and res.idata.attrs["log_likelihood"] == "stored"
     assert "mu" not in res.idata.posterior and "eta" not in res.idata.posterior
 
 
@@ -241,7 +243,7 @@ def test_other_samplers(data, sampler):
     assert fit.idata.attrs["sampler"] == sampler
     assert fit.idata.posterior["r_school"].shape == (2, 250, 15, 1)
     assert fit.summary().loc["x", "mean"] == pytest.approx(0.7, abs=0.5)
-    assert fit.idata.log_likelihood["y"].shape == (2, 250, 180)
+    assert fit.log_lik().shape == (2, 250, 180)
 
 
 def test_auto_sampler_for_marginal_models(sim_gaussian):

@@ -24,7 +24,9 @@ def stored():
     y = rng.poisson(np.exp(0.3 + 0.5 * x + rng.normal(0, 0.5, 12)[g]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        return bg.GLMM("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="poisson").fit(**SHORT)
+        return bg.GLMM("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="poisson").fit(
+            log_likelihood=True, **SHORT
+        )
 
 
 def _without_loglik(res):
@@ -35,6 +37,7 @@ def _without_loglik(res):
 
 def test_chunked_loo_equals_stored_loo(stored, monkeypatch):
     monkeypatch.setattr(bayesglmm.predict, "BUDGET", 300 * 40)  # 40 rows per chunk: 3 chunks
+    monkeypatch.setattr(bayesglmm.fit, "LOGLIK_BUDGET", 1000)  # too large to keep
     big = _without_loglik(stored)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -54,10 +57,30 @@ def test_large_fits_do_not_store_the_loglik(stored, monkeypatch):
     monkeypatch.setattr(bayesglmm.fit, "LOGLIK_BUDGET", 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
-        res = stored.model.fit(**SHORT)
+        res = stored.model.fit(log_likelihood=True, **SHORT)
+        warnings.simplefilter("ignore", UserWarning)
+        res.loo()
     assert "log_likelihood" not in res.idata.groups()
     assert res.idata.attrs["log_likelihood"] == "on demand"
     assert stored.idata.attrs["log_likelihood"] == "stored"
+    with pytest.raises(bg.ArgumentError, match="too large to hold"):
+        res.log_lik()
+
+
+def test_the_loglik_is_computed_when_first_needed_and_kept(stored):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = stored.model.fit(**SHORT)
+    assert "log_likelihood" not in res.idata.groups() and res.idata.attrs["log_likelihood"] == "on demand"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        first = res.loo()
+    assert res.idata.attrs["log_likelihood"] == "stored"
+    np.testing.assert_array_equal(res.idata.log_likelihood["y"].values, stored.idata.log_likelihood["y"].values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        again = stored.loo()
+    assert first["elpd_loo"] == pytest.approx(again["elpd_loo"], abs=1e-10)
 
 
 def test_chunked_predictions_equal_whole_ones(stored, monkeypatch):
