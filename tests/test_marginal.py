@@ -2,15 +2,18 @@
 
 import warnings
 
+import arviz as az
 import numpy as np
 import pymc as pm
 import pytest
+import xarray as xr
 from pytensor.graph.basic import Constant
 from pytensor.graph.traversal import ancestors
 from scipy import stats
 
 import bayesglmm as bg
-from bayesglmm.marginal import marginal_layout
+from bayesglmm import marginal
+from bayesglmm.marginal import complete_posterior, marginal_layout
 
 
 def _dense_marginal_logp(m, values):
@@ -131,6 +134,44 @@ def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
     mean = np.linalg.solve(P, L.T @ Zj.T @ r / s2)
     assert draws[:, j].mean(axis=0) == pytest.approx(mean, abs=4 * np.sqrt(np.diag(np.linalg.inv(P)) / 4000).max())
     assert np.cov(draws[:, j].T) == pytest.approx(np.linalg.inv(P), abs=0.05)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (1 + x | h)"])
+def test_vectorised_draws_follow_the_graph_whatever_the_chunks(sim_gaussian, formula, monkeypatch):
+    """complete_posterior draws all posterior draws at once; at one repeated parameter value its z
+    have the mean and covariance of the per-draw graph's, and chunks do not change them."""
+    m = bg.GLMM(formula, sim_gaussian)
+    model = m.marginal_model()
+    point = model.initial_point()
+    free = [v.name for v in model.free_RVs]
+    values = _values(model, free, point)
+    S = 3000
+    posterior = xr.Dataset(
+        {
+            n: (
+                ("chain", "draw", *[f"{n}_{i}" for i in range(np.ndim(v))]),
+                np.broadcast_to(v, (2, S // 2, *np.shape(v))),
+            )
+            for n, v in values.items()
+        },
+        coords={"chain": [0, 1], "draw": np.arange(S // 2)},
+    )
+    whole, chunked = az.InferenceData(posterior=posterior), az.InferenceData(posterior=posterior.copy())
+    complete_posterior(whole, model, m.pymc_model, m.design, seed=11)
+    monkeypatch.setattr(marginal, "DRAW_BUDGET", 7 * marginal._draw_size(m.design))  # chunks of 7 draws
+    complete_posterior(chunked, model, m.pymc_model, m.design, seed=11)
+    names = [f"z_{b.name}" for b in m.design.blocks]
+    for name in names + [f"r_{b.name}" for b in m.design.blocks]:
+        np.testing.assert_array_equal(whole.posterior[name].values, chunked.posterior[name].values)
+    outs = model.replace_rvs_by_values([model[n] for n in names])
+    fn = model.compile_fn(outs, inputs=model.value_vars, random_seed=3, on_unused_input="ignore")
+    reference = [np.stack(d) for d in zip(*(fn(point) for _ in range(S)))]
+    for name, ref in zip(names, reference):
+        drawn = whole.posterior[name].values.reshape(S, -1)
+        ref = ref.reshape(S, -1)
+        se = np.sqrt(drawn.var(axis=0) / S + ref.var(axis=0) / S)
+        assert np.all(np.abs(drawn.mean(axis=0) - ref.mean(axis=0)) < 4.5 * se)
+        np.testing.assert_allclose(np.cov(drawn.T), np.cov(ref.T), atol=0.06)
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 + x || g)"])
