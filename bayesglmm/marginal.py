@@ -341,15 +341,15 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
     if missing:  # pragma: no cover - the samplers store every free variable
         raise RuntimeError(f"the posterior lacks {missing}, needed to draw the random effects")
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    values = [np.asarray(posterior[v.name].values).reshape(chains * draws, -1) for v in parameters]
-    shapes = [tuple(posterior[v.name].shape[2:]) for v in parameters]
+    arrays = [np.asarray(posterior[v.name].values) for v in parameters]
+    values = [a.reshape(chains * draws, *a.shape[2:]) for a in arrays]
     noise_shapes = [v.type.shape if None not in v.type.shape else tuple(v.shape.eval()) for v in noise]
     rng = np.random.default_rng(seed)
     chunk = max(1, DRAW_BUDGET // _draw_size(design))
     parts = []
     for start in range(0, chains * draws, chunk):
         stop = min(start + chunk, chains * draws)
-        inputs = [v[start:stop].reshape(stop - start, *s) for v, s in zip(values, shapes)]
+        inputs = [v[start:stop] for v in values]
         inputs += [rng.standard_normal((stop - start, *s)) for s in noise_shapes]
         parts.append(fn(*inputs))
     for i, name in enumerate(names):

@@ -21,7 +21,10 @@ of the linear predictor.
 
 from __future__ import annotations
 
+import logging
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +36,6 @@ from pymc.model.fgraph import clone_model
 
 from . import quadrature, stats
 from ._data import level_labels
-from ._pymc import quiet_forward_sampling
 from .errors import ArgumentError, NewLevelError
 from .formula import parse_formula
 
@@ -214,6 +216,18 @@ def _clone_with(res, updates, dims) -> pm.Model:
     return model
 
 
+@contextmanager
+def _quiet_pymc() -> Iterator[None]:
+    """Silence PyMC's "Sampling: [...]" line (and its other INFO lines) for every prediction."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     """Run the cloned graph on new data: draws (chain, draw, row) of ``var``.
 
@@ -222,7 +236,7 @@ def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     ``var``) so that only (chain, draw, row) is ever stored.
     """
     model = _clone_with(res, updates, dims)
-    with model, quiet_forward_sampling():
+    with model, _quiet_pymc():
         if weights is not None:
             stacked = model[var].reshape((len(weights), -1))
             pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
