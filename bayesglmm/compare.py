@@ -22,7 +22,7 @@ from scipy.special import logsumexp
 from .errors import ArgumentError, ConvergenceWarning
 from .fit import store_log_likelihood
 from .model import OBSERVED
-from .pointwise import loo_elpd
+from .pointwise import loo_elpd, relative_efficiency
 from .predict import log_likelihood_draws
 from .stats import az, group_sums
 
@@ -78,7 +78,7 @@ def loo(res: GLMMResults, group: str | None = None, pointwise: bool = True):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Estimated shape parameter of Pareto.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            elpd = az.loo(data, pointwise=True, var_name=OBSERVED)
+            elpd = az.loo(data, pointwise=True, var_name=OBSERVED, reff=relative_efficiency(data.posterior))
     _warn_pareto(elpd, "observations" if group is None else f"levels of {group!r}")
     if not pointwise:  # the totals only (the Pareto k were needed for the warning)
         elpd = type(elpd)(elpd.drop(labels=["loo_i", "pareto_k"]))
@@ -103,6 +103,16 @@ def _observations(res: GLMMResults) -> np.ndarray:
     return np.asarray(categories, dtype=object)[y.astype(np.int64)] if categories else y
 
 
+def _named_loo(name: str, res: GLMMResults, group: str | None):
+    """``loo(res, group)``, its warnings saying which model they are about."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        elpd = loo(res, group)
+    for w in caught:
+        warnings.warn(f"model {name!r}: {w.message}", w.category, stacklevel=3)
+    return elpd
+
+
 def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | None = None) -> pd.DataFrame:
     """ArviZ comparison table (ranked by expected log predictive density).
 
@@ -125,10 +135,12 @@ def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | Non
         raise ArgumentError(f"ic must be 'loo' or 'waic', got {ic!r}")
     if ic == "waic" and not all(_stored(res) for res in models.values()):
         raise ArgumentError("ic='waic' needs stored log-likelihoods; a fit is too large: use ic='loo'")
-    data = {
-        name: (res.idata if group is None else _grouped(res, group)) if _stored(res) else loo(res, group)
-        for name, res in models.items()
-    }
+    if ic == "loo":  # each model's PSIS-LOO as loo() gives it, with its reff and its Pareto-k warning
+        data = {}
+        for name, res in models.items():  # a loop, not a comprehension: the warnings' stacklevel
+            data[name] = _named_loo(name, res, group)
+    else:
+        data = {name: res.idata if group is None else _grouped(res, group) for name, res in models.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.compare(data, ic=ic, var_name=OBSERVED)

@@ -18,8 +18,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pymc as pm
+import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from . import batch
 from .cnuts import sample_chains
 from .design import Design
 from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
@@ -407,10 +409,13 @@ def store_log_likelihood(idata: az.InferenceData, model: pm.Model) -> bool:
     size = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] * _rows(model)
     if size > LOGLIK_BUDGET:
         return False
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
-        pm.compute_log_likelihood(idata, var_names=[OBSERVED], model=model, progressbar=False)
+    values = batch.log_likelihood(idata.posterior, model, OBSERVED)
+    # the dims and coordinates PyMC's compute_log_likelihood gives
+    dims = model.named_vars_to_dims.get(OBSERVED) or [f"{OBSERVED}_dim_{i}" for i in range(values.ndim - 2)]
+    coords = {d: model.coords.get(d) or np.arange(n) for d, n in zip(dims, values.shape[2:])}
+    coords |= {c: idata.posterior.coords[c] for c in ("chain", "draw")}
+    da = xr.DataArray(values, dims=("chain", "draw", *dims), coords=coords)
+    idata.add_groups(log_likelihood=xr.Dataset({OBSERVED: da}))
     idata.attrs["log_likelihood"] = "stored"
     return True
 

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
-import pytensor
 import pytensor.tensor as pt
-from pytensor.graph.replace import vectorize_graph
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.random.op import RandomVariable
 
+from .batch import UNREWRITTEN, batched_function, flat_draws
 from .design import Design, GroupBlock
 from .marginal_op import block_marginal
 
@@ -328,11 +327,10 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
     ``numpy.random.default_rng(seed)``, chunk after chunk, so the draws are
     reproducible.  A chunk holds at most ``DRAW_BUDGET`` values of the
     largest intermediate array (a level's k × k matrices, or the dense q × q
-    ``M``).  The function is built without PyTensor's rewrites
-    (``FAST_COMPILE``): it runs once per chunk, on whole arrays.  PyMC's
-    ``sample_posterior_predictive``, one call per draw, took 0.35 s for
-    sleepstudy's 4000 draws; this takes 0.14 s, 0.10 s of it building the
-    function.
+    ``M``).  The function runs once per chunk, on whole arrays, so it is
+    built without any of PyTensor's rewrites and run by its Python linker
+    (:data:`bayesglmm.batch.UNREWRITTEN`).  PyMC's ``sample_posterior_predictive``, one call
+    per draw, took 0.35 s for sleepstudy's 4000 draws; this takes 0.14 s.
     """
     names = effect_draw_names(design)
     fn, parameters, noise = _draw_function(marginal, names)
@@ -341,8 +339,7 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
     if missing:  # pragma: no cover - the samplers store every free variable
         raise RuntimeError(f"the posterior lacks {missing}, needed to draw the random effects")
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    arrays = [np.asarray(posterior[v.name].values) for v in parameters]
-    values = [a.reshape(chains * draws, *a.shape[2:]) for a in arrays]
+    values = [flat_draws(posterior, v.name) for v in parameters]
     noise_shapes = [v.type.shape if None not in v.type.shape else tuple(v.shape.eval()) for v in noise]
     rng = np.random.default_rng(seed)
     chunk = max(1, DRAW_BUDGET // _draw_size(design))
@@ -380,9 +377,7 @@ def _draw_function(marginal: pm.Model, names: list[str]):
             if v.owner is not None and v not in free and isinstance(v.owner.op, RandomVariable)
         )
     )
-    batched = {v: pt.tensor(dtype=v.dtype, shape=(None, *v.type.shape), name=v.name) for v in parameters + noise}
-    fn = pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode="FAST_COMPILE")
-    return fn, parameters, noise
+    return batched_function(parameters + noise, outputs, UNREWRITTEN), parameters, noise
 
 
 def _as_da(values: np.ndarray, posterior, model: pm.Model, name: str):

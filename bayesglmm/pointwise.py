@@ -34,7 +34,13 @@ def chunks(res: GLMMResults):
 
 
 def relative_efficiency(posterior: xr.Dataset) -> float:
-    """ArviZ's default ``reff`` for PSIS: mean ESS (method "mean") per draw over the posterior."""
+    """ArviZ's default ``reff`` for PSIS: mean ESS (method "mean") per draw over the posterior, 1 for one chain.
+
+    Computed by :func:`bayesglmm.stats.ess_mean`: ArviZ's own, through numba,
+    took 0.43 s of sleepstudy's first ``loo()`` in a new process.
+    """
+    if posterior.sizes["chain"] == 1:
+        return 1.0
     values = np.hstack([ess_mean(np.asarray(posterior[v].values)).ravel() for v in posterior.data_vars])
     return float(np.nanmean(values) / (posterior.sizes["chain"] * posterior.sizes["draw"]))
 

@@ -34,7 +34,7 @@ import pytensor.tensor as pt
 import xarray as xr
 from pymc.model.fgraph import clone_model
 
-from . import quadrature, stats
+from . import batch, quadrature, stats
 from ._data import level_labels
 from .errors import ArgumentError, NewLevelError
 from .formula import parse_formula
@@ -259,10 +259,7 @@ def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, r
     updates["_y"] = np.asarray(y, dtype=float)
     if trials is not None:
         updates["_trials"] = np.asarray(trials, dtype=np.int64)
-    model = _clone_with(res, updates, dims)
-    data = stats.az.InferenceData(posterior=posterior)
-    ll = pm.compute_log_likelihood(data, var_names=["y"], model=model, extend_inferencedata=False, progressbar=False)
-    return np.asarray(ll["y"].values)
+    return batch.log_likelihood(posterior, _clone_with(res, updates, dims), "y")
 
 
 def _pin_nodes(design, pinned: dict[str, str | float], random_seed):

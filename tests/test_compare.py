@@ -1,5 +1,6 @@
 """LOO, leave-one-group-out and compare."""
 
+import re
 import warnings
 
 import numpy as np
@@ -43,8 +44,34 @@ def test_loo_and_logo(fits):
         res.loo(group="school")
 
 
+def test_loo_and_compare_equal_arviz_defaults(fits):
+    # reff comes from bayesglmm.stats (no numba), and must be ArviZ's default
+    from bayesglmm.stats import az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = {name: res.loo() for name, res in fits.items()}
+        theirs = {name: az.loo(res.idata, pointwise=True) for name, res in fits.items()}
+        table, reference = bg.compare(fits), az.compare({name: res.idata for name, res in fits.items()})
+    for name in fits:
+        assert ours[name].elpd_loo == pytest.approx(theirs[name].elpd_loo, rel=1e-9)
+        assert ours[name].p_loo == pytest.approx(theirs[name].p_loo, rel=1e-9)
+        np.testing.assert_allclose(ours[name].pareto_k, theirs[name].pareto_k, rtol=1e-9)
+    pd.testing.assert_frame_equal(table.astype(str), reference.astype(str))
+    # with one chain ArviZ takes reff = 1
+    one = az.InferenceData(posterior=fits["slope"].idata.posterior.isel(chain=[0]))
+    from bayesglmm.pointwise import relative_efficiency
+
+    assert relative_efficiency(one.posterior) == 1.0
+
+
 def test_compare_prefers_the_true_random_slope(fits):
-    table = bg.compare(fits)
+    with warnings.catch_warnings(record=True) as caught:  # short fits: a few Pareto k > 0.7
+        warnings.simplefilter("always")
+        table = bg.compare(fits)
+    messages = [str(w.message) for w in caught if "Pareto k" in str(w.message)]
+    assert messages and all(re.match(r"model '(slope|intercept)': \d+ of 192 observations", m) for m in messages)
+    assert all(w.filename == __file__ for w in caught if "Pareto k" in str(w.message))  # the caller's line
     assert table.index[0] == "slope"
     gap = table.loc["intercept", "elpd_diff"]
     assert gap > 2 * table.loc["intercept", "dse"]

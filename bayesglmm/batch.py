@@ -1,0 +1,69 @@
+"""A model's graph evaluated for a whole batch of posterior draws in one call.
+
+PyMC evaluates a graph over a posterior one draw at a time
+(``compute_log_likelihood``, ``sample_posterior_predictive``): a Python call
+of some 50-70 µs per draw, after a compilation with all of PyTensor's rewrites
+(sleepstudy's pointwise log-likelihood: 0.8 s for 4000 draws).  Here the same
+graph is vectorised over a leading axis of draws (``vectorize_graph``), so
+that each operation runs once per batch on whole arrays (the same
+log-likelihood: 0.35 s, 0.17 s of it PyMC building the log-density graph).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import xarray as xr
+from pymc.model.transform.conditioning import remove_value_transforms
+from pytensor.compile.function.types import Function
+from pytensor.compile.mode import Mode
+from pytensor.graph.replace import vectorize_graph
+from pytensor.graph.traversal import ancestors
+
+#: No rewrites, PyTensor's Python linker: for graphs of a few large operations, as the
+#: exact draws of random effects.  For those of a dense crossed layout of 160 effects,
+#: the FAST_COMPILE rewrites took 2.1 s and the draws then ran 2× slower than without.
+#: Not for graphs of elementwise operations of more than two inputs (an ``Add`` of three
+#: terms): the Python linker runs those element by element.
+UNREWRITTEN = Mode(linker="py", optimizer=None)
+#: Largest intermediate array (values) of one batch.
+BATCH_BUDGET = 5_000_000
+
+
+def batched_function(inputs: list, outputs: list, mode: Mode | None = None) -> Function:
+    """``outputs`` as a function of ``inputs``, every one with a new leading axis of draws.
+
+    ``mode`` is PyTensor's default (all rewrites, C) unless given.
+    """
+    batched = {v: pt.tensor(dtype=v.dtype, shape=(None, *v.type.shape), name=v.name) for v in inputs}
+    return pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode=mode)
+
+
+def flat_draws(posterior: xr.Dataset, name: str) -> np.ndarray:
+    """The draws of ``name``, (chain × draw, ...)."""
+    values = np.asarray(posterior[name].values)
+    return values.reshape(-1, *values.shape[2:])
+
+
+def log_likelihood(posterior: xr.Dataset, model: pm.Model, name: str) -> np.ndarray:
+    """Pointwise log-likelihood of ``model``'s observed ``name`` at every draw: (chain, draw, *shape).
+
+    The values of :func:`pymc.compute_log_likelihood` (the density of the
+    observed values given the untransformed parameters), in batches of at most
+    ``BATCH_BUDGET`` values.  Compiled as PyMC compiles it, with all rewrites
+    and C: the graph is elementwise over rows, of many small operations.
+    """
+    plain = remove_value_transforms(model)
+    (logp,) = plain.logp(vars=[plain[name]], sum=False)
+    reached = set(ancestors([logp]))
+    inputs = [v for v in plain.value_vars if v in reached]
+    fn = batched_function(inputs, [logp])
+    arrays = [flat_draws(posterior, v.name) for v in inputs]
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    parts = [fn(*[a[:1] for a in arrays])[0]]  # one draw first, for the size of a draw's values
+    batch = max(1, BATCH_BUDGET // max(1, parts[0].size))
+    parts += [fn(*[a[start : start + batch] for a in arrays])[0] for start in range(1, chains * draws, batch)]
+    values = np.concatenate(parts)
+    return values.reshape(chains, draws, *values.shape[1:])
