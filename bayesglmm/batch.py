@@ -7,6 +7,10 @@ of some 50-70 µs per draw, after a compilation with all of PyTensor's rewrites
 graph is vectorised over a leading axis of draws (``vectorize_graph``), so
 that each operation runs once per batch on whole arrays (the same
 log-likelihood: 0.35 s, 0.17 s of it PyMC building the log-density graph).
+The predictions ``eta`` and ``mu`` (:mod:`bayesglmm.predict`), the
+log-likelihood and the exact draws of marginalised random effects
+(:mod:`bayesglmm.marginal`) are computed this way; responses, which are
+random draws, are left to PyMC.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pytensor.compile.function.types import Function
 from pytensor.compile.mode import Mode
 from pytensor.graph.replace import vectorize_graph
 from pytensor.graph.traversal import ancestors
+from pytensor.tensor.random.type import RandomType
 
 #: No rewrites, PyTensor's Python linker: for graphs of a few large operations, as the
 #: exact draws of random effects.  For those of a dense crossed layout of 160 effects,
@@ -47,23 +52,49 @@ def flat_draws(posterior: xr.Dataset, name: str) -> np.ndarray:
     return values.reshape(-1, *values.shape[2:])
 
 
+def _in_batches(fn: Function, posterior: xr.Dataset, names: list[str], spread: int = 1) -> np.ndarray:
+    """``fn`` of the draws of ``names``, batch after batch: (chain, draw, ...).
+
+    A batch holds at most ``BATCH_BUDGET`` values of the largest intermediate
+    array, ``spread`` times as large as the output (whose size is measured on
+    the first draw, computed alone).
+    """
+    arrays = [flat_draws(posterior, name) for name in names]
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    parts = [fn(*[a[:1] for a in arrays])[0]]
+    batch = max(1, BATCH_BUDGET // max(1, spread * parts[0].size))
+    parts += [fn(*[a[start : start + batch] for a in arrays])[0] for start in range(1, chains * draws, batch)]
+    values = np.concatenate(parts)
+    return values.reshape(chains, draws, *values.shape[1:])
+
+
 def log_likelihood(posterior: xr.Dataset, model: pm.Model, name: str) -> np.ndarray:
     """Pointwise log-likelihood of ``model``'s observed ``name`` at every draw: (chain, draw, *shape).
 
     The values of :func:`pymc.compute_log_likelihood` (the density of the
-    observed values given the untransformed parameters), in batches of at most
-    ``BATCH_BUDGET`` values.  Compiled as PyMC compiles it, with all rewrites
-    and C: the graph is elementwise over rows, of many small operations.
+    observed values given the untransformed parameters).  Compiled as PyMC
+    compiles it, with all rewrites and C: the graph is elementwise over rows,
+    of many small operations.
     """
     plain = remove_value_transforms(model)
     (logp,) = plain.logp(vars=[plain[name]], sum=False)
     reached = set(ancestors([logp]))
     inputs = [v for v in plain.value_vars if v in reached]
-    fn = batched_function(inputs, [logp])
-    arrays = [flat_draws(posterior, v.name) for v in inputs]
-    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    parts = [fn(*[a[:1] for a in arrays])[0]]  # one draw first, for the size of a draw's values
-    batch = max(1, BATCH_BUDGET // max(1, parts[0].size))
-    parts += [fn(*[a[start : start + batch] for a in arrays])[0] for start in range(1, chains * draws, batch)]
-    values = np.concatenate(parts)
-    return values.reshape(chains, draws, *values.shape[1:])
+    return _in_batches(batched_function(inputs, [logp]), posterior, [v.name for v in inputs])
+
+
+def deterministic(posterior: xr.Dataset, model: pm.Model, output, spread: int = 1) -> np.ndarray:
+    """``output``, a function of ``model``'s free variables, at every draw: (chain, draw, *shape).
+
+    What :func:`pymc.sample_posterior_predictive` gives for a deterministic
+    variable, in one call per batch.  ``spread``: how many times larger than
+    the output its largest intermediate array is.  An ``output`` that
+    depends on random numbers other than the free variables' (a draw, not a
+    function of the posterior) is refused.
+    """
+    free = list(model.free_RVs)
+    reached = list(ancestors([output], blockers=free))
+    if any(isinstance(v.type, RandomType) for v in reached):
+        raise RuntimeError(f"{output} depends on random draws, not only on the posterior")
+    inputs = [v for v in free if v in set(reached)]
+    return _in_batches(batched_function(inputs, [output]), posterior, [v.name for v in inputs], spread)

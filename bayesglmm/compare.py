@@ -20,7 +20,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import ArgumentError, ConvergenceWarning
-from .fit import store_log_likelihood
+from .fit import store_log_likelihood, too_large
 from .model import OBSERVED
 from .pointwise import loo_elpd, relative_efficiency
 from .predict import log_likelihood_draws
@@ -88,9 +88,7 @@ def loo(res: GLMMResults, group: str | None = None, pointwise: bool = True):
 def waic(res: GLMMResults, pointwise: bool = True):
     """WAIC of the fitted model (ArviZ ``ELPDData``)."""
     if not _stored(res):
-        raise ArgumentError(
-            "this fit is too large to store its pointwise log-likelihood; use loo(), which computes it in chunks"
-        )
+        raise too_large("waic()")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.waic(res.idata, pointwise=pointwise, var_name=OBSERVED)
@@ -134,7 +132,7 @@ def compare(models: Mapping[str, GLMMResults], ic: str = "loo", group: str | Non
     if ic not in ("loo", "waic"):
         raise ArgumentError(f"ic must be 'loo' or 'waic', got {ic!r}")
     if ic == "waic" and not all(_stored(res) for res in models.values()):
-        raise ArgumentError("ic='waic' needs stored log-likelihoods; a fit is too large: use ic='loo'")
+        raise too_large("compare(ic='waic')", "ic='loo'")
     if ic == "loo":  # each model's PSIS-LOO as loo() gives it, with its reff and its Pareto-k warning
         data = {}
         for name, res in models.items():  # a loop, not a comprehension: the warnings' stacklevel

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from . import batch
 from .cnuts import sample_chains
 from .design import Design
-from .errors import ConvergenceWarning, FitArgumentError, SamplerUnavailableError
+from .errors import ArgumentError, ConvergenceWarning, FitArgumentError, SamplerUnavailableError
 from .logit import register_backend
 from .marginal import complete_posterior, effect_draw_names, marginal_layout
 from .model import OBSERVED, ON_DEMAND
@@ -419,6 +419,14 @@ def store_log_likelihood(idata: az.InferenceData, model: pm.Model) -> bool:
     idata.add_groups(log_likelihood=xr.Dataset({OBSERVED: da}))
     idata.attrs["log_likelihood"] = "stored"
     return True
+
+
+def too_large(what: str, instead: str = "loo(), which computes it in chunks") -> ArgumentError:
+    """The error of ``what`` (``waic()``, ``log_lik()``, ...) on a fit too large to store its log-likelihood."""
+    return ArgumentError(
+        f"{what} needs the stored pointwise log-likelihood, and this fit is too large to store it "
+        f"(draws x rows > {LOGLIK_BUDGET:.0e}): use {instead}"
+    )
 
 
 def _tree_depth_hits(stats) -> int:

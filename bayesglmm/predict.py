@@ -231,20 +231,24 @@ def _quiet_pymc() -> Iterator[None]:
 def _evaluate(res, posterior, updates, dims, var, random_seed, weights=None):
     """Run the cloned graph on new data: draws (chain, draw, row) of ``var``.
 
-    With ``weights`` (M,) the rows are M stacked copies of the same rows and the
-    result is their weighted sum, formed inside the graph (a deterministic over
-    ``var``) so that only (chain, draw, row) is ever stored.
+    ``eta`` and ``mu``, functions of the posterior, are computed for a batch of
+    draws at a time (:mod:`bayesglmm.batch`); responses ``y`` are drawn by
+    PyMC's ``sample_posterior_predictive`` with ``random_seed``.  With
+    ``weights`` (M,) the rows are M stacked copies of the same rows and the
+    result is their weighted sum, formed inside the graph so that only
+    (chain, draw, row) is ever stored.
     """
     model = _clone_with(res, updates, dims)
-    with model, _quiet_pymc():
-        if weights is not None:
-            stacked = model[var].reshape((len(weights), -1))
-            pm.Deterministic("_averaged", pt.dot(pt.as_tensor(weights), stacked))
-            var = "_averaged"
-        out = pm.sample_posterior_predictive(
-            posterior, var_names=[var], random_seed=random_seed, progressbar=False, return_inferencedata=False
-        )
-    return np.asarray(out[var])
+    if var == KINDS["response"]:
+        with model, _quiet_pymc():
+            out = pm.sample_posterior_predictive(
+                posterior, var_names=[var], random_seed=random_seed, progressbar=False, return_inferencedata=False
+            )
+        return np.asarray(out[var])
+    if weights is None:
+        return batch.deterministic(posterior, model, model[var])
+    stacked = model[var].reshape((len(weights), -1))
+    return batch.deterministic(posterior, model, pt.dot(pt.as_tensor(weights), stacked), spread=len(weights))
 
 
 def log_likelihood_draws(res, newdata, y, trials=None, allow_new_levels=False, random_seed=None, repeats=1):

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .errors import ArgumentError
-from .fit import LOGLIK_BUDGET, check_draws, store_log_likelihood
+from .fit import check_draws, store_log_likelihood, too_large
 from .model import OBSERVED
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,10 +245,7 @@ class GLMMResults:
         draws × rows is refused: :meth:`loo` computes it in chunks.
         """
         if not store_log_likelihood(self.idata, self.model.pymc_model):
-            raise ArgumentError(
-                "this fit is too large to hold its pointwise log-likelihood (draws x rows > "
-                f"{LOGLIK_BUDGET:.0e}); loo() computes it in chunks"
-            )
+            raise too_large("log_lik()")
         return self.idata.log_likelihood[OBSERVED]
 
     def loo(self, group: str | None = None, pointwise: bool = True):

@@ -45,3 +45,21 @@ def test_batched_log_likelihood_equals_pymc(family, monkeypatch):
     values = bayesglmm.batch.log_likelihood(prior, model, "y")
     assert values.shape == expected.shape == (1, 30, 42)
     np.testing.assert_allclose(values, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "binomial", "cumulative"])
+def test_batched_deterministic_equals_pymc(family, monkeypatch):
+    model = bg.GLMM(RESPONSES[family][0], _frame(family), family=family).pymc_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = pm.sample_prior_predictive(draws=30, model=model, random_seed=1).prior
+        expected = pm.sample_posterior_predictive(
+            prior, model=model, var_names=["mu"], progressbar=False, return_inferencedata=False
+        )["mu"]
+    monkeypatch.setattr(bayesglmm.batch, "BATCH_BUDGET", expected[0, 0].size * 8)
+    mu = bayesglmm.batch.deterministic(prior, model, model["mu"])  # batches of 8 draws
+    np.testing.assert_allclose(mu, expected, rtol=1e-12)
+    halves = bayesglmm.batch.deterministic(prior, model, 0.5 * model["mu"], spread=4)  # batches of 2 draws
+    np.testing.assert_allclose(halves, 0.5 * expected, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="random draws"):  # a response draw is not a function of the posterior
+        bayesglmm.batch.deterministic(prior, model, model["y"])

@@ -63,8 +63,10 @@ def test_large_fits_do_not_store_the_loglik(stored, monkeypatch):
     assert "log_likelihood" not in res.idata.groups()
     assert res.idata.attrs["log_likelihood"] == "on demand"
     assert stored.idata.attrs["log_likelihood"] == "stored"
-    with pytest.raises(bg.ArgumentError, match="too large to hold"):
+    with pytest.raises(bg.ArgumentError, match=r"log_lik\(\) needs the stored .* too large to store it"):
         res.log_lik()
+    with pytest.raises(bg.ArgumentError, match=r"compare\(ic='waic'\) needs .*: use ic='loo'"):
+        bg.compare({"stored": stored, "large": res}, ic="waic")
 
 
 def test_the_loglik_is_computed_when_first_needed_and_kept(stored):
