@@ -32,12 +32,19 @@ def _frame(family: str) -> pd.DataFrame:
     return pd.DataFrame({"y": RESPONSES[family][1](eta, rng), "x": x, "g": g, "n": 5})
 
 
-@pytest.mark.parametrize("family", list(RESPONSES))
-def test_batched_log_likelihood_equals_pymc(family, monkeypatch):
+def _model_and_draws(family: str):
+    """The model of ``family`` and 30 prior draws of its parameters, standing in for a posterior."""
     model = bg.GLMM(RESPONSES[family][0], _frame(family), family=family).pymc_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prior = pm.sample_prior_predictive(draws=30, model=model, random_seed=1).prior
+        return model, pm.sample_prior_predictive(draws=30, model=model, random_seed=1).prior
+
+
+@pytest.mark.parametrize("family", list(RESPONSES))
+def test_batched_log_likelihood_equals_pymc(family, monkeypatch):
+    model, prior = _model_and_draws(family)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         expected = pm.compute_log_likelihood(
             az.InferenceData(posterior=prior), model=model, extend_inferencedata=False, progressbar=False
         )["y"].values
@@ -49,10 +56,9 @@ def test_batched_log_likelihood_equals_pymc(family, monkeypatch):
 
 @pytest.mark.parametrize("family", ["gaussian", "binomial", "cumulative"])
 def test_batched_deterministic_equals_pymc(family, monkeypatch):
-    model = bg.GLMM(RESPONSES[family][0], _frame(family), family=family).pymc_model
+    model, prior = _model_and_draws(family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prior = pm.sample_prior_predictive(draws=30, model=model, random_seed=1).prior
         expected = pm.sample_posterior_predictive(
             prior, model=model, var_names=["mu"], progressbar=False, return_inferencedata=False
         )["mu"]
