@@ -46,6 +46,14 @@ def batched_function(inputs: list, outputs: list, mode: Mode | None = None) -> F
     return pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode=mode)
 
 
+def reached_and_free(model: pm.Model, outputs: list) -> tuple[list, list]:
+    """The variables ``outputs`` depend on up to ``model``'s free ones (in a fixed order), and those free ones."""
+    free = list(model.free_RVs)
+    reached = list(ancestors(outputs, blockers=free))
+    seen = set(reached)
+    return reached, [v for v in free if v in seen]
+
+
 def flat_draws(posterior: xr.Dataset, name: str) -> np.ndarray:
     """The draws of ``name``, (chain × draw, ...)."""
     values = np.asarray(posterior[name].values)
@@ -92,9 +100,7 @@ def deterministic(posterior: xr.Dataset, model: pm.Model, output, spread: int = 
     depends on random numbers other than the free variables' (a draw, not a
     function of the posterior) is refused.
     """
-    free = list(model.free_RVs)
-    reached = list(ancestors([output], blockers=free))
+    reached, inputs = reached_and_free(model, [output])
     if any(isinstance(v.type, RandomType) for v in reached):
         raise RuntimeError(f"{output} depends on random draws, not only on the posterior")
-    inputs = [v for v in free if v in set(reached)]
     return _in_batches(batched_function(inputs, [output]), posterior, [v.name for v in inputs], spread)

@@ -40,10 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-from pytensor.graph.traversal import ancestors
 from pytensor.tensor.random.op import RandomVariable
 
-from .batch import UNREWRITTEN, batched_function, flat_draws
+from .batch import UNREWRITTEN, batched_function, flat_draws, reached_and_free
 from .design import Design, GroupBlock
 from .marginal_op import block_marginal
 
@@ -366,10 +365,8 @@ def _draw_function(marginal: pm.Model, names: list[str]):
     """The compiled draws ``names`` of a batch: (function, parameters, noise variables), the function
     taking the parameters' values and then the noise, each with a leading axis of draws."""
     outputs = [marginal[name] for name in names]
-    free = list(marginal.free_RVs)
-    reached = list(ancestors(outputs, blockers=free))  # a list: the noise's order must not vary
-    seen = set(reached)
-    parameters = [v for v in free if v in seen]
+    reached, parameters = reached_and_free(marginal, outputs)  # reached in a fixed order: so is the noise
+    free = set(marginal.free_RVs)
     noise = list(
         dict.fromkeys(
             v.owner.outputs[1]
