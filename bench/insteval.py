@@ -61,6 +61,7 @@ def main() -> None:
         f"divergences {diag['divergences']}"
     )
     out = ROOT / "bench" / "results" / "insteval.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)  # bench/results is not in git
     record = {"seconds": seconds, "max_rhat": diag["max_rhat"], "divergences": diag["divergences"]}
     record.update({f"{r['parameter']}": r["bayesglmm"] for r in rows}, date=time.strftime("%Y-%m-%d"))
     pd.DataFrame([record]).to_csv(out, mode="a", header=not out.exists(), index=False)

@@ -9,6 +9,9 @@ settings (4 chains x 1000 draws after 1000 tuning steps unless told otherwise), 
 (conditional summary) and computes PSIS-LOO, all in chunks within ``predict.BUDGET``.
 Prints the wall time of each step, the estimates against the truth, and the peak resident
 memory of the process (``ru_maxrss``), next to the size a (draws x rows) array would take.
+``ru_maxrss`` only grows, so the sampling's peak hides those of the later steps: each
+step's own peak is also read from ``/proc/self/statm`` every 20 ms while it runs (Linux),
+beside the memory the process held when the step began.
 
 Run: ``python bench/scale.py [--rows 1000000] [--groups 10000] [--draws 1000] [--tune 1000]``.
 Results are appended to ``bench/results/scale.csv``.
@@ -17,8 +20,10 @@ Results are appended to ``bench/results/scale.csv``.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +52,39 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: kilobytes
 
 
+def resident_gb() -> float:
+    """This process's resident memory now (Linux), or NaN."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
+
+
+class StepMemory:
+    """Resident memory at the start of a ``with`` block and its largest value during it (polled)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval, self.start_gb, self.peak_gb = interval, float("nan"), float("nan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_gb = max(self.peak_gb, resident_gb())
+
+    def __enter__(self) -> StepMemory:
+        self.start_gb = self.peak_gb = resident_gb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_gb = max(self.peak_gb, resident_gb())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -55,18 +93,19 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=1000)
     args = parser.parse_args()
     df = simulate(args.rows, args.groups)
-    times = {}
+    times, memory = {}, {}
     start = time.perf_counter()
-    model = bg.GLMM("y ~ x + z + (1 | hospital)", df, family="bernoulli")
-    with warnings.catch_warnings():
+    with StepMemory() as memory["fit"], warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        model = bg.GLMM("y ~ x + z + (1 | hospital)", df, family="bernoulli")
         res = model.fit(draws=args.draws, tune=args.tune, random_seed=1, progressbar=False)
     times["fit"] = time.perf_counter() - start
     start = time.perf_counter()
-    pred = res.predict()
+    with StepMemory() as memory["predict"]:
+        pred = res.predict()
     times["predict"] = time.perf_counter() - start
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with StepMemory() as memory["loo"], warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loo = res.loo(pointwise=False)
     times["loo"] = time.perf_counter() - start
@@ -77,6 +116,8 @@ def main() -> None:
     print(f"predicted {len(pred)} rows; elpd_loo {float(loo['elpd_loo']):.1f}")
     print(", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"peak resident memory {peak_gb():.2f} GB (a draws x rows array would be {draws_rows_gb:.1f} GB)")
+    for step, m in memory.items():
+        print(f"  {step}: {m.start_gb:.2f} GB at the start, peak {m.peak_gb:.2f} GB (+{m.peak_gb - m.start_gb:.2f})")
     stats = res.idata.sample_stats
     steps = float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan")
     attrs = res.idata.attrs
@@ -85,8 +126,10 @@ def main() -> None:
     row["centred"] = res.idata.attrs.get("centred_blocks", "")
     row["target_accept"] = res.idata.attrs.get("target_accept", float("nan"))
     row.update({f"{k}_s": v for k, v in times.items()})
+    row.update({f"{k}_peak_gb": m.peak_gb for k, m in memory.items()})
     row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / "scale.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)  # bench/results is not in git
     pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
 
 
