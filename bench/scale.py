@@ -130,7 +130,10 @@ def main() -> None:
     row.update(peak_gb=peak_gb(), max_rhat=res.diagnostics["max_rhat"], date=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / "scale.csv"
     out.parent.mkdir(parents=True, exist_ok=True)  # bench/results is not in git
-    pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+    table = pd.DataFrame([row])
+    if out.exists():  # rows of earlier versions may have other columns: keep every column aligned
+        table = pd.concat([pd.read_csv(out), table], ignore_index=True)
+    table.to_csv(out, index=False)
 
 
 if __name__ == "__main__":
