@@ -60,6 +60,20 @@ def flat_draws(posterior: xr.Dataset, name: str) -> np.ndarray:
     return values.reshape(-1, *values.shape[2:])
 
 
+def draws_array(values: np.ndarray, posterior: xr.Dataset, model: pm.Model, name: str) -> xr.DataArray:
+    """``values`` (chain, draw, ...) of ``model``'s ``name`` as a DataArray: the posterior's chains and
+    draws, then the model's dims and coordinates for ``name`` (PyMC's ``{name}_dim_i`` and integer
+    coordinates where it has none)."""
+    values = np.asarray(values)
+    dims = model.named_vars_to_dims.get(name) or [f"{name}_dim_{i}" for i in range(values.ndim - 2)]
+    coords = {d: posterior.coords[d] for d in ("chain", "draw")}
+    coords |= {
+        d: np.arange(n) if model.coords.get(d) is None else list(model.coords[d])  # PyMC's tuple reads as (dims, data)
+        for d, n in zip(dims, values.shape[2:])
+    }
+    return xr.DataArray(values, dims=("chain", "draw", *dims), coords=coords)
+
+
 def _in_batches(fn: Function, posterior: xr.Dataset, names: list[str], spread: int = 1) -> np.ndarray:
     """``fn`` of the draws of ``names``, batch after batch: (chain, draw, ...).
 

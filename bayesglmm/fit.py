@@ -410,12 +410,7 @@ def store_log_likelihood(idata: az.InferenceData, model: pm.Model) -> bool:
     if size > LOGLIK_BUDGET:
         return False
     values = batch.log_likelihood(idata.posterior, model, OBSERVED)
-    # the dims and coordinates PyMC's compute_log_likelihood gives
-    dims = model.named_vars_to_dims.get(OBSERVED) or [f"{OBSERVED}_dim_{i}" for i in range(values.ndim - 2)]
-    shape = dict(zip(dims, values.shape[2:]))
-    coords = {d: np.arange(n) if model.coords.get(d) is None else model.coords[d] for d, n in shape.items()}
-    coords |= {c: idata.posterior.coords[c] for c in ("chain", "draw")}
-    da = xr.DataArray(values, dims=("chain", "draw", *dims), coords=coords)
+    da = batch.draws_array(values, idata.posterior, model, OBSERVED)  # the dims PyMC's compute_log_likelihood gives
     idata.add_groups(log_likelihood=xr.Dataset({OBSERVED: da}))
     idata.attrs["log_likelihood"] = "stored"
     return True

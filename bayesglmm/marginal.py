@@ -42,7 +42,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from pytensor.tensor.random.op import RandomVariable
 
-from .batch import UNREWRITTEN, batched_function, flat_draws, reached_and_free
+from .batch import UNREWRITTEN, batched_function, draws_array, flat_draws, reached_and_free
 from .design import Design, GroupBlock
 from .marginal_op import block_marginal
 
@@ -350,7 +350,7 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
         parts.append(fn(*inputs))
     for i, name in enumerate(names):
         stacked = np.concatenate([p[i] for p in parts]).reshape(chains, draws, *parts[0][i].shape[1:])
-        posterior[name] = _as_da(stacked, posterior, full, name)
+        posterior[name] = draws_array(stacked, posterior, full, name)
 
 
 def _draw_size(design: Design) -> int:
@@ -375,13 +375,3 @@ def _draw_function(marginal: pm.Model, names: list[str]):
         )
     )
     return batched_function(parameters + noise, outputs, UNREWRITTEN), parameters, noise
-
-
-def _as_da(values: np.ndarray, posterior, model: pm.Model, name: str):
-    """A DataArray of ``values`` with the dims the model gives ``name``."""
-    import xarray as xr
-
-    dims = ("chain", "draw", *model.named_vars_to_dims[name])
-    coords = {d: posterior.coords[d] for d in ("chain", "draw")}
-    coords.update({d: list(model.coords[d]) for d in dims[2:]})
-    return xr.DataArray(np.asarray(values), dims=dims, coords=coords)
