@@ -26,7 +26,7 @@ from .cnuts import sample_chains
 from .design import Design
 from .errors import ArgumentError, ConvergenceWarning, FitArgumentError, SamplerUnavailableError
 from .logit import register_backend
-from .marginal import complete_posterior, effect_draw_names, marginal_layout
+from .marginal import complete_posterior, effect_draw_names, marginal_layout, split_blocks
 from .model import OBSERVED, ON_DEMAND
 from .stats import az, convergence
 
@@ -189,12 +189,16 @@ def choose_marginal_sampler(cfg: FitConfig, design: Design) -> FitConfig:
     then one C operation (:mod:`bayesglmm.marginal_op`), which numba cannot
     run.  5000 levels of ``(1 + x | g)``, 50,000 rows, seed 1, single fits:
     22.5 s with nutpie-c against 50.1 s with nutpie's numba on the graph
-    (min bulk ESS 3536 and 3635).
+    (min bulk ESS 3536 and 3635).  The ``"partial"`` layout reads the rows at
+    every gradient (:class:`~bayesglmm.marginal.RowResiduals`): its size is
+    that of the data, as for a model that samples its effects.
     """
-    if marginal_layout(design) == "blocks":
+    layout = marginal_layout(design)
+    if layout == "blocks":
         return _auto_sampler(cfg, large=False)
     columns, effects, _ = _size(design, True)
-    return choose_sampler(cfg, sum(len(b.levels) for b in design.blocks), columns, effects)
+    rows = design.n if layout == "partial" else sum(len(b.levels) for b in design.blocks)
+    return choose_sampler(cfg, rows, columns, effects)
 
 
 def choose_target_accept(
@@ -240,9 +244,9 @@ def _size(design: Design | None, marginal: bool) -> tuple[int, int, tuple[str, .
     if design is None:
         return 1, 0, ()
     columns = design.fixed.X.shape[1] + sum(len(b.terms) for b in design.blocks)
-    effects = 0 if marginal else sum(len(b.levels) * len(b.terms) for b in design.blocks)
-    correlated = () if marginal else tuple(b.name for b in design.blocks if b.correlated)
-    return columns, effects, correlated
+    sampled = split_blocks(design)[1] if marginal else design.blocks
+    effects = sum(len(b.levels) * len(b.terms) for b in sampled)
+    return columns, effects, tuple(b.name for b in sampled if b.correlated)
 
 
 def _stored_names(model: pm.Model, later: tuple[str, ...] = ()) -> list[str]:

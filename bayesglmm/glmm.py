@@ -24,7 +24,7 @@ from .errors import ArgumentError, FamilyError, FitArgumentError
 from .families import Family, get_family
 from .fit import C_SAMPLERS, choose_marginal_sampler, make_config, sample
 from .formula import parse_formula
-from .marginal import DENSE_MAX, marginal_layout
+from .marginal import marginal_layout
 from .model import build_model
 from .parameterization import NestedPair, centring, nested_pairs
 from .priors import Prior, prior_table, resolve
@@ -175,13 +175,19 @@ class GLMM:
                 f"this model is {self.family.name!r} with link {self.link.name!r}"
             )
         if marginalize is True and layout is None:
-            raise FitArgumentError(
-                "marginalize=True: this model has no random effects, or more than "
-                f"{DENSE_MAX} across several grouping factors"
-            )
+            raise FitArgumentError("marginalize=True: this model has no random effects to integrate out")
         if marginalize == "auto":  # the dense layout only pays off when asked for
-            return gaussian and layout == "blocks"
+            return gaussian and (layout == "blocks" or (layout == "partial" and self._plain_non_centred()))
         return marginalize
+
+    def _plain_non_centred(self) -> bool:
+        """Whether the sampling model would sample every effect in the plain non-centred form.
+
+        The ``"partial"`` layout samples the factors it does not integrate out
+        that way; where centring or nested pairs apply, it is not chosen by
+        default.
+        """
+        return not self.centring() and not self.nested_pairs()
 
     def prior_summary(self) -> pd.DataFrame:
         """Every prior of the model: ``class, coef, group, prior, source``."""
@@ -265,7 +271,10 @@ class GLMM:
             number of levels and correlated terms, in one block or several,
             as ``(1 | g) + (0 + x | g)``); ``True`` also for several
             crossed or nested factors (up to 1000 random effects, dense
-            algebra: exact, but not always faster).
+            algebra: exact, but not always faster).  With several factors
+            and more random effects, the factor with the most is integrated
+            out and the others are sampled (``"auto"`` too, where every
+            effect would otherwise be sampled non-centred, as in InstEval).
         reduce : bool
             Bernoulli, binomial and poisson models: NUTS samples the model of
             the distinct rows (same covariates, offset and groups), with summed

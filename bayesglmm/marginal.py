@@ -29,7 +29,15 @@ Two layouts of ``M``:
   draws and for numba and JAX;
 * several grouping factors (crossed or nested): ``M`` is dense q × q, built in
   O(q² k) from the precomputed ``ZᵀZ`` and factorised in O(q³); used up to
-  :data:`DENSE_MAX` random effects.
+  :data:`DENSE_MAX` random effects;
+* beyond that, ``"partial"``: the factor with the most random effects is
+  integrated out and the others are sampled.  Given the sampled effects,
+  ``M`` is again block diagonal over that factor's levels; the residuals
+  ``r = y - Xβ - Σ Z u`` (the sampled factors' effects ``u``) then change
+  with every draw, so they enter row by row (:class:`RowResiduals`), not
+  through statistics computed once.  InstEval (2972 students, 1128
+  lecturers in 14 departments) loses its 1128 sampled lecturers
+  (:func:`split_blocks`).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from pytensor.tensor.random.op import RandomVariable
 from .batch import UNREWRITTEN, batched_function, draws_array, flat_draws, reached_and_free
 from .design import Design, GroupBlock
 from .marginal_op import block_marginal
+from .parameterization import parent_map
 
 #: Largest number of random effects for the dense (several-factor) layout.
 DENSE_MAX = 1000
@@ -54,13 +63,42 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def marginal_layout(design: Design) -> str | None:
-    """``"blocks"``, ``"dense"`` or ``None`` (cannot be marginalised exactly)."""
+    """``"blocks"``, ``"dense"``, ``"partial"`` or ``None`` (no random effects); see the module docstring."""
     if not design.blocks:
         return None
     if single_factor(design) is not None:
         return "blocks"
     q = sum(len(b.levels) * len(b.terms) for b in design.blocks)
-    return "dense" if q <= DENSE_MAX else None
+    return "dense" if q <= DENSE_MAX else "partial"
+
+
+def split_blocks(design: Design) -> tuple[tuple[GroupBlock, ...], tuple[GroupBlock, ...]]:
+    """The blocks whose effects are integrated out, and those sampled.
+
+    All and none, except in the ``"partial"`` layout: there the blocks of one
+    grouping factor are integrated out and the others sampled.  That factor
+    is the one with the most random effects among those nested in another
+    factor of the model, or among all factors when none is nested (the first
+    in the formula on a tie).  A child sampled beside its parent, both
+    non-centred, leaves the parent's effects and the children's means nearly
+    collinear; integrated out, it leaves the parent informed directly.
+    InstEval (lecturers in departments, crossed with students), default fit,
+    seed 1: lecturers integrated out, 131.5 s, min bulk ESS 877, max R-hat
+    1.0097 (every parameter and effect); the students, 119.2 s, min bulk ESS
+    220 (sd of departments), max R-hat 1.023.
+    """
+    if marginal_layout(design) != "partial":
+        return design.blocks, ()
+    children = {
+        b.group for b in design.blocks for o in design.blocks if o.group != b.group and parent_map(b, o) is not None
+    }
+    sizes: dict[str, int] = {}
+    for b in design.blocks:
+        if b.group in children or not children:
+            sizes[b.group] = sizes.get(b.group, 0) + len(b.levels) * len(b.terms)
+    group = max(sizes, key=sizes.__getitem__)
+    out = tuple(b for b in design.blocks if b.group == group)
+    return out, tuple(b for b in design.blocks if b.group != group)
 
 
 def single_factor(design: Design) -> GroupBlock | None:
@@ -166,6 +204,32 @@ class Residuals:
         if not self.theta_hat.size:
             return pt.as_tensor(Ze)
         return pt.as_tensor(Ze) - (pt.as_tensor(np.ascontiguousarray(ZA)) * self._d()).sum(axis=2)
+
+
+@dataclass(frozen=True)
+class RowResiduals:
+    """The residuals ``r`` (rows) of the partial layout, which hold the sampled effects.
+
+    Same two statistics as :class:`Residuals`, computed from the rows at
+    every evaluation: ``rᵀr`` and the per-level ``Σ Z r`` (one scatter-add
+    per term).
+    """
+
+    r: pt.TensorVariable  #: (n,)
+
+    def squares(self) -> pt.TensorVariable:
+        """``rᵀr``."""
+        return (self.r**2).sum()
+
+    def group_sums(self, block: GroupBlock) -> pt.TensorVariable:
+        """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k)."""
+        zeros = pt.zeros(len(block.levels))
+        cols = []
+        for t in range(len(block.terms)):
+            column = block.Z[:, t]
+            weighted = self.r if np.all(column == 1.0) else self.r * np.ascontiguousarray(column)
+            cols.append(pt.inc_subtensor(zeros[block.idx], weighted))
+        return pt.stack(cols, axis=1)
 
 
 def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable]]:
@@ -286,24 +350,53 @@ def add_marginal_likelihood(
     ``fused`` the likelihood of one grouping factor is one compiled
     operation (:mod:`bayesglmm.marginal_op`; the draws keep the graph).
     """
-    blocks = design.blocks
     sigma2 = sigma**2
     merged = single_factor(design)
     if merged is not None:
-        L = joint_scale(blocks, scales)
+        L = joint_scale(design.blocks, scales)
         r = Residuals.build([merged], A, theta, y)
         K = _level_sums(merged, merged.Z)  # Σ Z_i Z_iᵀ per level, for the graph and the fused operation
         logdet, ww, z = _blocks_terms(merged, K, L, sigma2, r)
-        ends = np.cumsum([len(b.terms) for b in blocks])
-        draws = {b.name: z[:, end - len(b.terms) : end] for b, end in zip(blocks, ends)}
+        draws = _split_draws(design.blocks, z)
     else:
-        r = Residuals.build(blocks, A, theta, y)
+        r = Residuals.build(design.blocks, A, theta, y)
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
     n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
     if fused and merged is not None:
         value = _fused_value(merged, K, L, sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
     else:
         value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
+    _add_terms(design.blocks, value, draws, scales)
+
+
+def add_partial_likelihood(
+    design: Design, eta: pt.TensorVariable, y: np.ndarray, scales: dict[str, pt.TensorVariable], sigma
+) -> None:
+    """:func:`add_marginal_likelihood` of the ``"partial"`` layout.
+
+    ``design`` holds only the blocks of the factor integrated out
+    (:func:`split_blocks`); ``eta`` is the rest of the linear predictor, row
+    by row (the fixed part and the sampled factors' effects), and ``y`` the
+    response minus any offset.
+    """
+    merged = single_factor(design)  # the blocks of one factor (split_blocks)
+    sigma2 = sigma**2
+    L = joint_scale(design.blocks, scales)
+    r = RowResiduals(pt.as_tensor(y) - eta)
+    logdet, ww, z = _blocks_terms(merged, _level_sums(merged, merged.Z), L, sigma2, r)
+    n = float(design.n)
+    value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
+    _add_terms(design.blocks, value, _split_draws(design.blocks, z), scales)
+
+
+def _split_draws(blocks, z: pt.TensorVariable) -> dict[str, pt.TensorVariable]:
+    """The columns of one factor's ``z`` draws (J, Σ k) that belong to each of its blocks."""
+    ends = np.cumsum([len(b.terms) for b in blocks])
+    return {b.name: z[:, end - len(b.terms) : end] for b, end in zip(blocks, ends)}
+
+
+def _add_terms(blocks, value: pt.TensorVariable, draws: dict, scales: dict[str, pt.TensorVariable]) -> None:
+    """The ``y_marginal`` potential and, per block, the deterministics ``z_`` and ``r_ = z Lᵀ``."""
     pm.Potential("y_marginal", value)
     for block in blocks:
         dims = (block.group, f"{block.name}__term")
@@ -312,8 +405,8 @@ def add_marginal_likelihood(
 
 
 def effect_draw_names(design: Design) -> list[str]:
-    """Names of the conditional draws of the random effects: ``z`` and ``r`` of every block."""
-    return [f"{kind}_{block.name}" for kind in ("z", "r") for block in design.blocks]
+    """Names of the conditional draws of the random effects: ``z`` and ``r`` of every block integrated out."""
+    return [f"{kind}_{block.name}" for kind in ("z", "r") for block in split_blocks(design)[0]]
 
 
 def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design, seed: int) -> None:
@@ -354,10 +447,14 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
 
 
 def _draw_size(design: Design) -> int:
-    """Values of the largest intermediate array per posterior draw: J k² for one factor, q² for several."""
-    q = sum(len(b.levels) * len(b.terms) for b in design.blocks)
+    """Values of the largest intermediate arrays per posterior draw: J k² for one factor
+    (and the n residuals in the partial layout), q² for several."""
+    blocks, sampled = split_blocks(design)
+    q = sum(len(b.levels) * len(b.terms) for b in blocks)
+    if sampled:
+        return q * sum(len(b.terms) for b in blocks) + design.n
     if single_factor(design) is not None:
-        return q * sum(len(b.terms) for b in design.blocks)
+        return q * sum(len(b.terms) for b in blocks)
     return q * q
 
 

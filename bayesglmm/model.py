@@ -21,6 +21,7 @@ and reuse this graph.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,7 +30,14 @@ import pytensor.tensor as pt
 
 from .design import Design, FixedDesign, GroupBlock
 from .families import Family, Link
-from .marginal import LOG_2PI, add_marginal_likelihood, forward_solve, gather_matrix
+from .marginal import (
+    LOG_2PI,
+    add_marginal_likelihood,
+    add_partial_likelihood,
+    forward_solve,
+    gather_matrix,
+    split_blocks,
+)
 from .parameterization import NestedPair, level_covariates
 from .priors import PriorSet, stack, to_dist, to_pymc, to_rv
 
@@ -390,6 +398,37 @@ def _fixed_affine(model: pm.Model, design: Design, internal: list) -> tuple[np.n
     return np.ascontiguousarray(np.hstack(columns), dtype="float64"), pt.concatenate(coefs)
 
 
+def _add_marginal(
+    design: Design,
+    family: Family,
+    link: Link,
+    priors: PriorSet,
+    model: pm.Model,
+    fixed_eta: pt.TensorVariable,
+    shift: pt.TensorVariable,
+    internal: list,
+    fused: bool,
+) -> None:
+    """The marginal likelihood of :func:`build_model` with ``marginal=True``.
+
+    It reads ``y - offset`` and the fixed-effects design through statistics
+    computed once, not eta; in the ``"partial"`` layout the sampled factors'
+    effects join the fixed part in a linear predictor of the rows
+    (:func:`~bayesglmm.marginal.add_partial_likelihood`).
+    """
+    out, sampled = split_blocks(design)
+    scales = {b.name: _as_matrix(_block_scale(b, priors), len(b.terms)) for b in out}
+    params = family.add_parameters(priors.aux, link, shift)
+    y = design.y - (0.0 if design.offset is None else design.offset)
+    y = np.asarray(y, dtype="float64")
+    if sampled:
+        eta = fixed_eta + _random_part(dataclasses.replace(design, blocks=sampled), priors, {}, {})
+        add_partial_likelihood(dataclasses.replace(design, blocks=out), eta, y, scales, params["sigma"])
+        return
+    A, theta = _fixed_affine(model, design, internal)
+    add_marginal_likelihood(design, A, theta, y, scales, params["sigma"], fused=fused)
+
+
 def build_model(
     design: Design,
     family: Family,
@@ -425,13 +464,8 @@ def build_model(
         trials = None if design.trials is None else pm.Data("_trials", np.asarray(design.trials, dtype=np.int64))
         fixed_eta, shift, internal = _fixed_part(design, priors)
         m = design.n_predictors
-        if marginal:  # the likelihood reads y - offset and X through statistics, not eta
-            scales = {b.name: _as_matrix(_block_scale(b, priors), len(b.terms)) for b in design.blocks}
-            params = family.add_parameters(priors.aux, link, shift)
-            A, theta = _fixed_affine(model, design, internal)
-            y = design.y - (0.0 if design.offset is None else design.offset)
-            y = np.asarray(y, dtype="float64")
-            add_marginal_likelihood(design, A, theta, y, scales, params["sigma"], fused=fused)
+        if marginal:
+            _add_marginal(design, family, link, priors, model, fixed_eta, shift, internal, fused)
             return model
         eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
         if design.offset is not None:

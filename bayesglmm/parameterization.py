@@ -317,7 +317,7 @@ class NestedPair:
     parent_of: np.ndarray
 
 
-def _parent_map(child: GroupBlock, parent: GroupBlock) -> np.ndarray | None:
+def parent_map(child: GroupBlock, parent: GroupBlock) -> np.ndarray | None:
     """The parent level of every ``child`` level, or None unless ``child`` nests strictly in ``parent``."""
     pairs = _level_pairs(child, parent)
     if pairs.shape[0] != len(child.levels) or len(parent.levels) >= len(child.levels):
@@ -368,7 +368,7 @@ def nested_pairs(design: Design) -> tuple[NestedPair, ...]:
         for child in simple:
             if child.name in used or child is parent:
                 continue
-            parent_of = _parent_map(child, parent)
+            parent_of = parent_map(child, parent)
             if parent_of is not None and np.median(np.bincount(parent_of)) <= FEW_CHILDREN:
                 pairs.append(NestedPair(parent.name, child.name, parent_of))
                 used.update((parent.name, child.name))

@@ -4,6 +4,7 @@ import warnings
 
 import arviz as az
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytest
 import xarray as xr
@@ -16,13 +17,16 @@ from bayesglmm import marginal
 from bayesglmm.marginal import complete_posterior, marginal_layout
 
 
-def _dense_marginal_logp(m, values):
-    """log N(y | Xβ, σ²I + Z G Zᵀ) from the model's own parameter values, by brute force."""
+def _dense_marginal_logp(m, values, sampled=()):
+    """log N(y | Xβ + Σ Z u, σ²I + Z G Zᵀ) from the model's own parameter values, by brute force;
+    ``u`` the effects ``r_`` of the ``sampled`` blocks, ``G`` the covariance of the others."""
     design = m.design
     mean = design.fixed.X @ values["fixef"] if design.fixed.X.shape[1] else np.zeros(design.n)
     mean = mean + (0.0 if design.offset is None else design.offset)
+    for block in sampled:
+        mean = mean + (values[f"r_{block.name}"][block.idx] * block.Z).sum(axis=1)
     V = values["sigma"] ** 2 * np.eye(design.n)
-    for block in design.blocks:
+    for block in (b for b in design.blocks if b not in sampled):
         sd = values[f"sd_{block.name}"]
         cor = values.get(f"cor_{block.name}", np.eye(len(block.terms)))
         G = np.outer(sd, sd) * cor
@@ -69,13 +73,74 @@ def test_marginal_logp_equals_dense_gaussian(sim_gaussian, formula, fused):
         assert potential == pytest.approx(expected, rel=1e-9, abs=1e-6)
 
 
+def _jittered(model, seed=0):
+    """A point away from the initial one, where everything is symmetric and sampled effects vanish."""
+    rng = np.random.default_rng(seed)
+    return {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()}
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 + x | g) + (1 | h)",
+        "y ~ x + f + offset(h) + (1 | g) + (0 + x | g) + (1 + x || h)",
+        "y ~ 0 + x + (1 | h) + (1 | g)",
+    ],
+)
+def test_partial_logp_equals_dense_gaussian(sim_gaussian, formula, monkeypatch):
+    """Beyond DENSE_MAX effects over several factors, the factor with the most is integrated out
+    (all its blocks) and the others sampled: the potential is the dense gaussian given those."""
+    monkeypatch.setattr(marginal, "DENSE_MAX", 5)
+    m = bg.GLMM(formula, sim_gaussian)
+    out, sampled = marginal.split_blocks(m.design)
+    assert marginal_layout(m.design) == "partial" and {b.group for b in out} == {"g"} and sampled
+    model = m.marginal_model()
+    assert {f"z_{b.name}" for b in sampled} <= {v.name for v in model.free_RVs}
+    assert marginal.effect_draw_names(m.design) == [f"{k}_{b.name}" for k in ("z", "r") for b in out]
+    names = ["fixef", "sigma"] + [f"sd_{b.name}" for b in m.design.blocks] + [f"r_{b.name}" for b in sampled]
+    names += [f"cor_{b.name}" for b in m.design.blocks if b.correlated]
+    for seed in range(3):
+        point = _jittered(model, seed)
+        potential = _values(model, ["y_marginal"], point)["y_marginal"]
+        expected = _dense_marginal_logp(m, _values(model, names, point), sampled)
+        assert potential == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_partial_layout_choice(sim_gaussian, monkeypatch):
+    """The partial layout replaces the old refusal of marginalize=True; 'auto' takes it only where
+    every effect would otherwise be sampled non-centred."""
+    m = bg.GLMM("y ~ x + (1 + x | g) + (1 | h)", sim_gaussian)
+    assert marginal_layout(m.design) == "dense" and m._use_marginal("auto") is False
+    monkeypatch.setattr(marginal, "DENSE_MAX", 5)
+    assert marginal_layout(m.design) == "partial" and m._use_marginal(True) is True
+    assert m._use_marginal("auto") is m._plain_non_centred()
+    monkeypatch.setattr(type(m), "centring", lambda self: {"g": np.ones(12)})
+    assert m._use_marginal("auto") is False
+
+
+def test_partial_integrates_out_a_nested_factor_first(monkeypatch):
+    """The factor integrated out is the largest nested in another factor of the model, else the largest."""
+    monkeypatch.setattr(marginal, "DENSE_MAX", 5)
+    rng = np.random.default_rng(1)
+    child = np.arange(120) % 12
+    y, x = rng.normal(size=(2, 120))
+    frame = pd.DataFrame({"y": y, "x": x, "a": rng.permutation(120) % 40, "c": child, "p": child % 3})
+    nested = bg.GLMM("y ~ x + (1 | a) + (1 | p) + (1 | c)", frame).design
+    crossed = bg.GLMM("y ~ x + (1 | a) + (1 | c)", frame).design
+    assert [b.group for b in marginal.split_blocks(nested)[0]] == ["c"]
+    assert [b.group for b in marginal.split_blocks(crossed)[0]] == ["a"]
+
+
 @pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
-def test_marginal_constants_are_contiguous(sim_gaussian, formula):
+@pytest.mark.parametrize("partial", [False, True])
+def test_marginal_constants_are_contiguous(sim_gaussian, formula, partial, monkeypatch):
     """numba embeds only C- or F-ordered constant arrays; any other becomes a pointer.
 
     A pointer in a compiled graph stops numba (nutpie) from caching it on disk:
     sleepstudy's marginal model then recompiled in every process (25 s against 14 s).
     """
+    if partial:
+        monkeypatch.setattr(marginal, "DENSE_MAX", 5)
     model = bg.GLMM(formula, sim_gaussian).marginal_model()
     constants = [v.data for v in ancestors([model.logp()]) if isinstance(v, Constant)]
     arrays = [a for a in constants if isinstance(a, np.ndarray) and a.ndim > 0]
@@ -112,16 +177,19 @@ def test_marginal_model_samples_no_random_effects(sim_gaussian):
     assert free == {"Intercept_centered", "b_normal_scaled", "sd_g_1", "sd_g_2", "sigma"}
 
 
-def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
-    """At fixed parameters the z draws have the Gaussian conditional's mean and covariance."""
-    m = bg.GLMM("y ~ x + (1 + x | g)", sim_gaussian)
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
+def test_conditional_draws_match_the_exact_posterior(sim_gaussian, formula, monkeypatch):
+    """At fixed parameters the z draws have the Gaussian conditional's mean and covariance
+    (with a second factor, in the partial layout: given its sampled effects)."""
+    monkeypatch.setattr(marginal, "DENSE_MAX", 5)
+    m = bg.GLMM(formula, sim_gaussian)
     model = m.marginal_model()
-    point = model.initial_point()
+    point = _jittered(model)
     (z,) = model.replace_rvs_by_values([model["z_g"]])
     fn = model.compile_fn(z, inputs=model.value_vars, random_seed=3, on_unused_input="ignore")
     draws = np.stack([fn(point) for _ in range(4000)])  # (S, J, k)
-    names = ["fixef", "sigma", "sd_g", "cor_g"]
-    v = _values(model, names, point)
+    sampled = marginal.split_blocks(m.design)[1]
+    v = _values(model, ["fixef", "sigma", "sd_g", "cor_g"] + [f"r_{b.name}" for b in sampled], point)
     G = np.outer(v["sd_g"], v["sd_g"]) * v["cor_g"]
     L = np.linalg.cholesky(G)
     block = m.design.blocks[0]
@@ -129,6 +197,8 @@ def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
     rows = block.idx == j
     Zj = block.Z[rows]
     r = m.design.y[rows] - m.design.fixed.X[rows] @ v["fixef"]
+    for b in sampled:
+        r = r - (v[f"r_{b.name}"][b.idx] * b.Z).sum(axis=1)[rows]
     s2 = v["sigma"] ** 2
     P = np.eye(2) + L.T @ Zj.T @ Zj @ L / s2
     mean = np.linalg.solve(P, L.T @ Zj.T @ r / s2)
@@ -136,13 +206,19 @@ def test_conditional_draws_match_the_exact_posterior(sim_gaussian):
     assert np.cov(draws[:, j].T) == pytest.approx(np.linalg.inv(P), abs=0.05)
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (1 + x | h)"])
-def test_vectorised_draws_follow_the_graph_whatever_the_chunks(sim_gaussian, formula, monkeypatch):
+@pytest.mark.parametrize(
+    ("formula", "partial"),
+    [("y ~ x + (1 + x | g)", False), ("y ~ x + (1 | g) + (1 + x | h)", False), ("y ~ x + (1 + x | g) + (1 | h)", True)],
+)
+def test_vectorised_draws_follow_the_graph_whatever_the_chunks(sim_gaussian, formula, partial, monkeypatch):
     """complete_posterior draws all posterior draws at once; at one repeated parameter value its z
-    have the mean and covariance of the per-draw graph's, and chunks do not change them."""
+    have the mean and covariance of the per-draw graph's, and chunks do not change them (partial:
+    the integrated-out factor's, given the sampled effects)."""
+    if partial:
+        monkeypatch.setattr(marginal, "DENSE_MAX", 5)
     m = bg.GLMM(formula, sim_gaussian)
     model = m.marginal_model()
-    point = model.initial_point()
+    point = _jittered(model) if partial else model.initial_point()
     free = [v.name for v in model.free_RVs]
     values = _values(model, free, point)
     S = 3000
@@ -160,8 +236,9 @@ def test_vectorised_draws_follow_the_graph_whatever_the_chunks(sim_gaussian, for
     complete_posterior(whole, model, m.pymc_model, m.design, seed=11)
     monkeypatch.setattr(marginal, "DRAW_BUDGET", 7 * marginal._draw_size(m.design))  # chunks of 7 draws
     complete_posterior(chunked, model, m.pymc_model, m.design, seed=11)
-    names = [f"z_{b.name}" for b in m.design.blocks]
-    for name in names + [f"r_{b.name}" for b in m.design.blocks]:
+    out = marginal.split_blocks(m.design)[0]
+    names = [f"z_{b.name}" for b in out]
+    for name in names + [f"r_{b.name}" for b in out]:
         np.testing.assert_array_equal(whole.posterior[name].values, chunked.posterior[name].values)
     outs = model.replace_rvs_by_values([model[n] for n in names])
     fn = model.compile_fn(outs, inputs=model.value_vars, random_seed=3, on_unused_input="ignore")
@@ -198,9 +275,13 @@ def test_bad_marginalize_argument(sim_gaussian, sim_binary):
 
 
 @pytest.mark.sampling
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (0 + x | g)"])
-def test_marginal_fit_matches_full_fit(sim_gaussian, formula):
-    """Same posterior either way (means within a few MC standard errors)."""
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (0 + x | g)", "y ~ x + (1 + x | g) + (1 | f)"]
+)
+def test_marginal_fit_matches_full_fit(sim_gaussian, formula, monkeypatch):
+    """Same posterior either way (means within a few MC standard errors); the third model
+    in the partial layout (g integrated out, f sampled)."""
+    monkeypatch.setattr(marginal, "DENSE_MAX", 5)
     m = bg.GLMM(formula, sim_gaussian)
     kw = {"draws": 500, "tune": 500, "chains": 2, "cores": 1, "progressbar": False, "random_seed": 4}
     with warnings.catch_warnings():
