@@ -223,8 +223,14 @@ def level_sd(info: np.ndarray, deviation: np.ndarray) -> float:
 
 
 def _level_pairs(block: GroupBlock, other: GroupBlock) -> np.ndarray:
-    """The distinct (level of ``block``, level of ``other``) pairs that share a row."""
-    return np.unique(np.column_stack([block.idx, other.idx]), axis=0)
+    """The distinct (level of ``block``, level of ``other``) pairs that share a row, in lexicographic order.
+
+    Each pair is coded as one integer: ``np.unique`` of rows (``axis=0``) took
+    60 ms on InstEval's 73,421 rows, against a few for the codes.
+    """
+    width = np.int64(len(other.levels))
+    codes = np.unique(block.idx.astype(np.int64) * width + other.idx)
+    return np.column_stack([codes // width, codes % width])
 
 
 def _nested_with_another(block: GroupBlock, design: Design) -> bool:
