@@ -15,6 +15,7 @@ import pytest
 import bayesglmm as bg
 
 from . import reference_models as rm
+from .conftest import shared_csv
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +86,27 @@ def test_grouseticks_location_sd_mixes(fits):
     assert res.idata.attrs["nested_pairs"] == "LOCATION>BROOD"
     assert res.idata.attrs["mass_matrix"] == "draws"
     assert res.summary().loc["sd(Intercept|LOCATION)", "ess_bulk"] >= 800
+
+
+def test_insteval_matches_lme4(references):
+    """Issue 6 on InstEval (73,421 ratings; students crossed with lecturers nested in 14
+    departments), default fit: the lecturers are integrated out and the students and
+    departments sampled (the partial layout, :func:`bayesglmm.marginal.split_blocks`).
+    Fixed effects within 0.02 of lme4's ML estimates, the residual, student and lecturer
+    SDs within 5 %, max R-hat <= 1.01 over every parameter and effect, no divergences.
+    With ESS near 900 the Monte Carlo error of the intercept is 0.001 and of an SD under
+    0.5 %, well inside these bounds."""
+    df = shared_csv("InstEval.csv").astype({"s": str, "d": str, "dept": str, "service": str})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        res = bg.GLMM("y ~ service + (1 | s) + (1 | d) + (1 | dept)", df).fit(random_seed=1, progressbar=False)
+    ml = references["insteval"]["ml"]
+    summary = res.summary()
+    assert res.idata.attrs["marginalized"] == 1
+    assert {"r_s", "r_d", "r_dept"} <= set(res.idata.posterior.data_vars)
+    assert abs(summary.loc["Intercept", "mean"] - ml["fixef"]["Intercept"]) <= 0.02
+    assert abs(summary.loc["service[1]", "mean"] - ml["fixef"]["service1"]) <= 0.02
+    for ours, theirs in (("sd(Intercept|s)", "s"), ("sd(Intercept|d)", "d"), ("sigma", "Residual")):
+        assert summary.loc[ours, "mean"] == pytest.approx(ml["sd"][theirs], rel=0.05), ours
+    assert res.diagnostics["max_rhat"] <= 1.01
+    assert res.diagnostics["divergences"] == 0
