@@ -272,9 +272,10 @@ class GLMM:
             as ``(1 | g) + (0 + x | g)``); ``True`` also for several
             crossed or nested factors (up to 1000 random effects, dense
             algebra: exact, but not always faster).  With several factors
-            and more random effects, the factor with the most is integrated
-            out and the others are sampled (``"auto"`` too, where every
-            effect would otherwise be sampled non-centred, as in InstEval).
+            and more random effects, one factor is integrated out (the
+            largest nested in another, else the largest) and the others are
+            sampled; ``"auto"`` does so too where every effect would
+            otherwise be sampled non-centred, as in InstEval.
         reduce : bool
             Bernoulli, binomial and poisson models: NUTS samples the model of
             the distinct rows (same covariates, offset and groups), with summed
