@@ -88,8 +88,8 @@ def _jittered(model, seed=0):
     ],
 )
 def test_partial_logp_equals_dense_gaussian(sim_gaussian, formula, monkeypatch):
-    """Beyond DENSE_MAX effects over several factors, the factor with the most is integrated out
-    (all its blocks) and the others sampled: the potential is the dense gaussian given those."""
+    """Beyond DENSE_MAX effects over several factors, one factor is integrated out (all its blocks;
+    here g, nested in h) and the others sampled: the potential is the dense gaussian given those."""
     monkeypatch.setattr(marginal, "DENSE_MAX", 5)
     m = bg.GLMM(formula, sim_gaussian)
     out, sampled = marginal.split_blocks(m.design)
@@ -131,8 +131,10 @@ def test_partial_integrates_out_a_nested_factor_first(monkeypatch):
     assert [b.group for b in marginal.split_blocks(crossed)[0]] == ["a"]
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 + x | g) + (1 | h)"])
-@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize(
+    ("formula", "partial"),
+    [("y ~ x + (1 + x | g)", False), ("y ~ x + (1 + x | g) + (1 | h)", False), ("y ~ x + (1 + x | g) + (1 | h)", True)],
+)
 def test_marginal_constants_are_contiguous(sim_gaussian, formula, partial, monkeypatch):
     """numba embeds only C- or F-ordered constant arrays; any other becomes a pointer.
 
