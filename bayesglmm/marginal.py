@@ -360,11 +360,11 @@ def add_marginal_likelihood(
     else:
         r = Residuals.build(design.blocks, A, theta, y)
         logdet, ww, draws = _dense_terms(design, scales, sigma2, r)
-    n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
     if fused and merged is not None:
+        n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
         value = _fused_value(merged, K, L, sigma2, r) - 0.5 * n * (LOG_2PI + pt.log(sigma2))
     else:
-        value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
+        value = _log_likelihood(design, sigma2, logdet, r.squares(), ww)
     _add_terms(design.blocks, value, draws, scales)
 
 
@@ -387,9 +387,14 @@ def add_partial_likelihood(
     L = joint_scale(design.blocks, scales)
     r = RowResiduals(pt.as_tensor(y) - eta)
     logdet, ww, z = _blocks_terms(merged, _level_sums(merged, merged.Z), L, sigma2, r)
-    n = float(design.n)
-    value = -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + r.squares() / sigma2 - ww)
+    value = _log_likelihood(design, sigma2, logdet, r.squares(), ww)
     _add_terms(design.blocks, value, _split_draws(design.blocks, z), scales)
+
+
+def _log_likelihood(design: Design, sigma2, logdet, squares, ww) -> pt.TensorVariable:
+    """``log p(y) = -½ (n log 2π + n log σ² + log det M + rᵀr / σ² - wᵀw)`` (the module docstring)."""
+    n = float(design.n)  # a float: a data-dependent number is lifted out of the C code (cnuts.lift_numbers)
+    return -0.5 * (n * LOG_2PI + n * pt.log(sigma2) + logdet + squares / sigma2 - ww)
 
 
 def _split_draws(blocks, z: pt.TensorVariable) -> dict[str, pt.TensorVariable]:
@@ -454,10 +459,8 @@ def _draw_size(design: Design) -> int:
     (and the n residuals in the partial layout), q² for several."""
     blocks, sampled = split_blocks(design)
     q = sum(len(b.levels) * len(b.terms) for b in blocks)
-    if sampled:
-        return q * sum(len(b.terms) for b in blocks) + design.n
-    if single_factor(design) is not None:
-        return q * sum(len(b.terms) for b in blocks)
+    if sampled or single_factor(design) is not None:
+        return q * sum(len(b.terms) for b in blocks) + (design.n if sampled else 0)
     return q * q
 
 
