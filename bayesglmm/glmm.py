@@ -19,6 +19,7 @@ import pandas as pd
 import pymc as pm
 from formulae.environment import Environment
 
+from ._heap import frozen_heap
 from .design import Design, _frozen, build_design, expand_predictors
 from .errors import ArgumentError, FamilyError, FitArgumentError
 from .families import Family, get_family
@@ -310,15 +311,16 @@ class GLMM:
         for name, value in (("reduce", reduce), ("centre", centre), ("log_likelihood", log_likelihood)):
             if not isinstance(value, bool):
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
-        marginal = self._use_marginal(marginalize)
-        if marginal:
-            cfg = choose_marginal_sampler(cfg, self.design)
-            target = self.marginal_model(fused=cfg.sampler in C_SAMPLERS)
-        else:
-            target = self.sampling_model(reduce, centre)
-        weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
-        idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs, log_likelihood)
-        return GLMMResults(self, idata)
+        with frozen_heap():
+            marginal = self._use_marginal(marginalize)
+            if marginal:
+                cfg = choose_marginal_sampler(cfg, self.design)
+                target = self.marginal_model(fused=cfg.sampler in C_SAMPLERS)
+            else:
+                target = self.sampling_model(reduce, centre)
+            weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
+            idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs, log_likelihood)
+            return GLMMResults(self, idata)
 
     def __repr__(self) -> str:
         d = self.design

@@ -43,6 +43,34 @@ def test_functions_match_pymc(model):
     assert not np.array_equal(fns.initial(3), fns.initial(4))  # jittered per seed
 
 
+@pytest.mark.parametrize(
+    ("formula", "family", "layout"),
+    [
+        ("y ~ x + (1 + x | school)", "bernoulli", "sampled"),
+        ("y ~ x + (1 + x || school)", "poisson", "sampled"),
+        ("y ~ x + (1 | school)", "negativebinomial", "sampled"),
+        ("y ~ x + (1 + x | school)", "gaussian", "marginal"),
+        ("y ~ x + (1 | school)", "cumulative", "sampled"),
+    ],
+)
+def test_support_point_is_pymcs_initial_point(formula, family, layout):
+    """The point the chains start from (before the jitter) is PyMC's, LKJ factors and cutpoints included."""
+    df = _sim()
+    if family == "gaussian":
+        df["y"] = 250.0 + 10.0 * df["x"] + df["y"]
+    elif family == "poisson" or family == "negativebinomial":
+        df["y"] = df["y"] * 3
+    elif family == "cumulative":
+        df["y"] = pd.Categorical(np.where(df["x"] > 0.5, "c", np.where(df["y"] > 0, "b", "a")), ordered=True)
+    glmm = bg.GLMM(formula, df, family=family)
+    target = glmm.marginal_model(fused=True) if layout == "marginal" else glmm.sampling_model()
+    start = cnuts.support_point(target)
+    expected = target.initial_point()
+    assert list(start) == list(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(start[name], value, rtol=1e-12, err_msg=name)
+
+
 def _c_code(target) -> list[str]:
     """The operations of the compiled functions, fused elementwise code included."""
     fns = cnuts.compile_functions(target, ["fixef"])

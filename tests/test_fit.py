@@ -140,6 +140,29 @@ def test_same_seed_same_draws(data):
     assert not np.array_equal(a.draws("fixef"), c.draws("fixef"))
 
 
+def test_heap_is_frozen_while_fitting_only(data, monkeypatch):
+    """The objects alive when a fit starts are kept from the collector's passes during it, and given back."""
+    import gc
+
+    from bayesglmm import glmm
+
+    seen = []
+    real = glmm.sample
+    monkeypatch.setattr(glmm, "sample", lambda *a, **k: seen.append(gc.get_freeze_count()) or real(*a, **k))
+    model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        model.fit(random_seed=1, **dict(SHORT, draws=30, tune=30))
+        assert seen[-1] > 0 and gc.get_freeze_count() == 0
+        gc.freeze()  # frozen by someone else: left as it is, not unfrozen at the end
+        try:
+            frozen = gc.get_freeze_count()
+            model.fit(random_seed=1, **dict(SHORT, draws=30, tune=30))
+            assert seen[-1] <= frozen and gc.get_freeze_count() > 0  # not frozen again, not unfrozen
+        finally:
+            gc.unfreeze()
+
+
 def test_short_run_warns_naming_parameters(data):
     model = bg.GLMM("y ~ x + (1 | school)", data, family="bernoulli")
     with pytest.warns(bg.ConvergenceWarning, match=r"effective sample size below 400 for .*sd\(Intercept\|school\)"):
