@@ -164,8 +164,8 @@ class GLMM:
         """Centring weights and nested pairs of the sampling model (none with ``centre=False``)."""
         return (self.centring(), self.nested_pairs()) if centre else ({}, ())
 
-    def _use_marginal(self, marginalize: bool | str) -> bool:
-        """Resolve ``fit(marginalize=...)``."""
+    def _use_marginal(self, marginalize: bool | str, centre: bool = True) -> bool:
+        """Resolve ``fit(marginalize=...)``; ``centre`` as given to :meth:`fit`."""
         if marginalize not in ("auto", True, False):
             raise FitArgumentError(f"marginalize must be 'auto', True or False, got {marginalize!r}")
         gaussian = self.family.name == "gaussian" and self.link.name == "identity"
@@ -178,17 +178,18 @@ class GLMM:
         if marginalize is True and layout is None:
             raise FitArgumentError("marginalize=True: this model has no random effects to integrate out")
         if marginalize == "auto":  # the dense layout only pays off when asked for
-            return gaussian and (layout == "blocks" or (layout == "partial" and self._plain_non_centred()))
+            return gaussian and (layout == "blocks" or (layout == "partial" and self._plain_non_centred(centre)))
         return marginalize
 
-    def _plain_non_centred(self) -> bool:
+    def _plain_non_centred(self, centre: bool = True) -> bool:
         """Whether the sampling model would sample every effect in the plain non-centred form.
 
         The ``"partial"`` layout samples the factors it does not integrate out
-        that way; where centring or nested pairs apply, it is not chosen by
-        default.
+        that way; where centring or nested pairs apply (``centre=True``), it is
+        not chosen by default.
         """
-        return not self.centring() and not self.nested_pairs()
+        weights, pairs = self._parameterization(centre)
+        return not weights and not pairs
 
     def prior_summary(self) -> pd.DataFrame:
         """Every prior of the model: ``class, coef, group, prior, source``."""
@@ -276,7 +277,8 @@ class GLMM:
             and more random effects, one factor is integrated out (the
             largest nested in another, else the largest) and the others are
             sampled; ``"auto"`` does so too where every effect would
-            otherwise be sampled non-centred, as in InstEval.
+            otherwise be sampled non-centred, as in InstEval or with
+            ``centre=False``.
         reduce : bool
             Bernoulli, binomial and poisson models: NUTS samples the model of
             the distinct rows (same covariates, offset and groups), with summed
@@ -312,7 +314,7 @@ class GLMM:
             if not isinstance(value, bool):
                 raise FitArgumentError(f"{name} must be True or False, got {value!r}")
         with frozen_heap():
-            marginal = self._use_marginal(marginalize)
+            marginal = self._use_marginal(marginalize, centre)
             if marginal:
                 cfg = choose_marginal_sampler(cfg, self.design)
                 target = self.marginal_model(fused=cfg.sampler in C_SAMPLERS)

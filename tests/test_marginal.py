@@ -116,6 +116,7 @@ def test_partial_layout_choice(sim_gaussian, monkeypatch):
     assert m._use_marginal("auto") is m._plain_non_centred()
     monkeypatch.setattr(type(m), "centring", lambda self: {"g": np.ones(12)})
     assert m._use_marginal("auto") is False
+    assert m._use_marginal("auto", centre=False) is True  # the alternative is then plain non-centred
 
 
 def test_partial_integrates_out_a_nested_factor_first(monkeypatch):
