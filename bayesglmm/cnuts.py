@@ -150,7 +150,8 @@ def support_point(model: pm.Model) -> dict[str, np.ndarray]:
     PyMC's initial point (each distribution's support point, transformed) without
     compiling PyMC's seeded function of it: its expressions are evaluated once by
     PyTensor's Python linker, without rewrites.  Compiling that function took
-    0.3-0.5 s, more than the rest of a small model's start-up but the log density.
+    0.3-0.5 s at every fit, the largest cost of a small model's start-up after
+    the log density's own compilation.
     A support point reads a random variable for its shape only (``zeros_like(rv)``
     for ``LKJCholeskyCov``); a symbolic one of static shape is replaced by zeros of
     that shape, since the Python linker would compile its inner graph to draw it
