@@ -41,7 +41,6 @@ from pymc.distributions.distribution import SymbolicRandomVariable
 from pymc.initial_point import make_initial_point_expression
 from pymc.pytensorf import compile as compile_fn
 from pymc.pytensorf import join_nonshared_inputs, replace_rng_nodes
-from pytensor.compile.mode import Mode
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import equal_computations
 from pytensor.graph.replace import clone_replace, graph_replace
@@ -52,6 +51,7 @@ from pytensor.tensor.type import TensorType
 from pytensor.tensor.variable import TensorConstant
 
 from ._threadstate import KeptThreadState
+from .batch import UNREWRITTEN
 from .stats import az
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def support_point(model: pm.Model) -> dict[str, np.ndarray]:
 
     PyMC's initial point (each distribution's support point, transformed) without
     compiling PyMC's seeded function of it: its expressions are evaluated once by
-    PyTensor's Python linker, without rewrites.  Compiling that function took
+    PyTensor's Python linker, without rewrites (:data:`bayesglmm.batch.UNREWRITTEN`).  Compiling that function took
     0.3-0.5 s at every fit, the largest cost of a small model's start-up after
     the log density's own compilation.
     A support point reads a random variable for its shape only (``zeros_like(rv)``
@@ -173,7 +173,7 @@ def support_point(model: pm.Model) -> dict[str, np.ndarray]:
         and None not in v.type.shape
     }
     expressions = graph_replace(expressions, symbolic, strict=False) if symbolic else expressions
-    values = pytensor.function([], replace_rng_nodes(expressions), mode=Mode(linker="py", optimizer=None))()
+    values = pytensor.function([], replace_rng_nodes(expressions), mode=UNREWRITTEN)()
     return {v.name: np.asarray(x, dtype="float64") for v, x in zip(model.value_vars, values)}
 
 
