@@ -41,6 +41,7 @@ from pymc.distributions.distribution import SymbolicRandomVariable
 from pymc.initial_point import make_initial_point_expression
 from pymc.pytensorf import compile as compile_fn
 from pymc.pytensorf import join_nonshared_inputs, replace_rng_nodes
+from pytensor.compile.mode import Mode, get_mode
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import equal_computations
 from pytensor.graph.replace import clone_replace, graph_replace
@@ -52,6 +53,7 @@ from pytensor.tensor.variable import TensorConstant
 
 from ._threadstate import KeptThreadState
 from .batch import UNREWRITTEN
+from .lkj_op import model_logp
 from .stats import az
 
 if TYPE_CHECKING:
@@ -177,6 +179,17 @@ def support_point(model: pm.Model) -> dict[str, np.ndarray]:
     return {v.name: np.asarray(x, dtype="float64") for v, x in zip(model.value_vars, values)}
 
 
+def _sampling_mode() -> Mode:
+    """The configured compilation mode without PyTensor's sparse ``local_usmm`` rewrite.
+
+    Its pattern reads ``config.blas__ldflags`` at the first subtraction it
+    meets, and the first reading in a process compiles a test program
+    (sleepstudy's fit: 0.05-0.1 s).  The model graphs have no sparse products
+    for it to rewrite.
+    """
+    return get_mode(None).excluding("local_usmm")
+
+
 def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     """Compile ``model``'s log density, its gradient and the stored variables ``names`` to C.
 
@@ -186,15 +199,18 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     values = model.value_vars
     start = support_point(model)
     x0 = np.concatenate([np.ravel(start[v.name]) for v in values])
-    logp = model.logp()
+    logp = model_logp(model)
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
     (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
     logp, grad = hoist_data([logp, grad], joined, x0)
     stored = model.replace_rvs_by_values([model[name] for name in names])
     stored, joined_stored = join_nonshared_inputs(start, stored, values)
+    mode = _sampling_mode()
     with model:  # PyMC's compile drops the parameter checks of a model with check_bounds=False
-        logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True)
-        expand = compile_fn([joined_stored], lift_numbers(stored), trust_input=True, on_unused_input="ignore")
+        logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True, mode=mode)
+        expand = compile_fn(
+            [joined_stored], lift_numbers(stored), trust_input=True, on_unused_input="ignore", mode=mode
+        )
 
     def initial(seed: int) -> np.ndarray:
         return x0 + np.random.default_rng(seed).uniform(-1.0, 1.0, x0.size)
