@@ -33,8 +33,9 @@ import pytensor.tensor as pt
 from pymc.distributions.multivariate import _lkj_normalizing_constant, _LKJCholeskyCovRV
 from pymc.distributions.transforms import CholeskyCovPacked
 from pytensor.gradient import DisconnectedType, grad_not_implemented
-from pytensor.graph.basic import Apply
+from pytensor.graph.basic import Apply, equal_computations
 from pytensor.graph.replace import graph_replace
+from pytensor.graph.traversal import ancestors
 from pytensor.link.c.op import COp
 from pytensor.tensor.variable import TensorConstant
 
@@ -63,37 +64,39 @@ class LKJDensity(_LKJOp):
 
     def make_node(self, u) -> Apply:
         u = self._vector(u, self.k * (self.k + 1) // 2, "u")
-        return Apply(self, [u], [pt.dscalar(), pt.tensor(dtype="float64", shape=(self.k,))])
+        return Apply(self, [u], [pt.dscalar(), pt.tensor(dtype="float64", shape=(self.k,)), u.type()])
 
     def perform(self, node, inputs, output_storage) -> None:
-        f, sd = lkj_density_numpy(inputs[0], self.k, self.eta)
+        f, sd, packed = lkj_density_numpy(inputs[0], self.k, self.eta)
         output_storage[0][0] = np.asarray(f)
         output_storage[1][0] = sd
+        output_storage[2][0] = packed
 
     def infer_shape(self, fgraph, node, input_shapes):
-        return [(), (self.k,)]
+        return [(), (self.k,), input_shapes[0]]
 
     def L_op(self, inputs, outputs, output_grads):  # noqa: N802 (PyTensor's name)
-        g_f, g_sd = output_grads
-        g_f = pt.zeros(()) if isinstance(g_f.type, DisconnectedType) else g_f
-        g_sd = pt.zeros((self.k,)) if isinstance(g_sd.type, DisconnectedType) else g_sd
-        return [LKJDensityGrad(self.k, self.eta)(inputs[0], g_f, g_sd)]
+        shapes = [(), (self.k,), (self.k * (self.k + 1) // 2,)]
+        grads = [pt.zeros(n) if isinstance(g.type, DisconnectedType) else g for g, n in zip(output_grads, shapes)]
+        return [LKJDensityGrad(self.k, self.eta)(inputs[0], *grads)]
 
     def c_code(self, node, name, inp, out, sub) -> str:
-        (u,), (f, sd) = inp, out
-        return _DENSITY % {"u": u, "f": f, "sd": sd, "k": self.k, "eta": repr(self.eta), "fail": sub["fail"]}
+        (u,), (f, sd, packed) = inp, out
+        names = {"u": u, "f": f, "sd": sd, "packed": packed}
+        return _DENSITY % {**names, "k": self.k, "eta": repr(self.eta), "fail": sub["fail"]}
 
 
 class LKJDensityGrad(_LKJOp):
-    """``∂/∂u (g_f f(u) + g_sdᵀ sd(u))``; not differentiable itself."""
+    """``∂/∂u (g_f f(u) + g_sdᵀ sd(u) + g_pᵀ p(u))``; not differentiable itself."""
 
-    def make_node(self, u, g_f, g_sd) -> Apply:
+    def make_node(self, u, g_f, g_sd, g_p) -> Apply:
         u = self._vector(u, self.k * (self.k + 1) // 2, "u")
         g_f = pt.cast(pt.as_tensor_variable(g_f), "float64")
         if g_f.type.ndim != 0:
             raise TypeError(f"LKJDensityGrad: g_f must be a scalar, got {g_f.type}")
         g_sd = self._vector(g_sd, self.k, "g_sd")
-        return Apply(self, [u, g_f, g_sd], [u.type()])
+        g_p = self._vector(g_p, self.k * (self.k + 1) // 2, "g_p")
+        return Apply(self, [u, g_f, g_sd, g_p], [u.type()])
 
     def perform(self, node, inputs, output_storage) -> None:
         output_storage[0][0] = lkj_density_grad_numpy(*inputs, self.k, self.eta)
@@ -105,8 +108,8 @@ class LKJDensityGrad(_LKJOp):
         return [grad_not_implemented(self, i, x) for i, x in enumerate(inputs)]
 
     def c_code(self, node, name, inp, out, sub) -> str:
-        (u, g_f, g_sd), (g_u,) = inp, out
-        names = {"u": u, "g_f": g_f, "g_sd": g_sd, "g_u": g_u}
+        (u, g_f, g_sd, g_p), (g_u,) = inp, out
+        names = {"u": u, "g_f": g_f, "g_sd": g_sd, "g_p": g_p, "g_u": g_u}
         return _GRADIENT % {**names, "k": self.k, "eta": repr(self.eta), "fail": sub["fail"]}
 
 
@@ -121,23 +124,24 @@ def _rows(u: np.ndarray, k: int) -> tuple[list[np.ndarray], np.ndarray]:
     return rows, np.array([float(row @ row) for row in rows])
 
 
-def lkj_density_numpy(u: np.ndarray, k: int, eta: float) -> tuple[float, np.ndarray]:
-    """``(f(u), sd)`` in NumPy (Python back ends and tests)."""
-    _, v = _rows(u, k)
+def lkj_density_numpy(u: np.ndarray, k: int, eta: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(f(u), sd, p)`` in NumPy (Python back ends and tests)."""
+    rows, v = _rows(u, k)
     diag = np.asarray(u, dtype=float)[np.cumsum(np.arange(1, k + 1)) - 1]
     f = float(((2 * eta - 1 + k - np.arange(k)) * diag).sum() - (2 * eta - 2 + k) * 0.5 * np.log(v).sum())
-    return f, np.sqrt(v)
+    return f, np.sqrt(v), np.concatenate(rows)
 
 
-def lkj_density_grad_numpy(u: np.ndarray, g_f, g_sd: np.ndarray, k: int, eta: float) -> np.ndarray:
-    """``∂/∂u (g_f f + g_sdᵀ sd)`` in NumPy."""
+def lkj_density_grad_numpy(u: np.ndarray, g_f, g_sd: np.ndarray, g_p: np.ndarray, k: int, eta: float) -> np.ndarray:
+    """``∂/∂u (g_f f + g_sdᵀ sd + g_pᵀ p)`` in NumPy."""
     rows, v = _rows(u, k)
     g_f, g_sd = float(g_f), np.asarray(g_sd, dtype=float)
+    g_p = np.asarray(g_p, dtype=float)
     w = -g_f * (2 * eta - 2 + k) / v + g_sd / np.sqrt(v)
     out = []
     for i, row in enumerate(rows):
-        grad = w[i] * row
-        grad[-1] = g_f * (2 * eta - 1 + k - i) + w[i] * row[-1] ** 2
+        grad = w[i] * row + g_p[i * (i + 1) // 2 : (i + 1) * (i + 2) // 2]
+        grad[-1] = g_f * (2 * eta - 1 + k - i) + w[i] * row[-1] ** 2 + g_p[(i + 1) * (i + 2) // 2 - 1] * row[-1]
         out.append(grad)
     return np.concatenate(out)
 
@@ -159,9 +163,16 @@ _DENSITY = r"""
         Py_XDECREF(%(sd)s);
         %(sd)s = (PyArrayObject*)PyArray_ZEROS(1, kdim, NPY_FLOAT64, 0);
     }
-    if (%(f)s == NULL || %(sd)s == NULL) {
+    npy_intp mdim[1] = {k * (k + 1) / 2};
+    if (%(packed)s == NULL || PyArray_NDIM(%(packed)s) != 1 || PyArray_DIMS(%(packed)s)[0] != mdim[0]
+        || !PyArray_ISCARRAY(%(packed)s)) {
+        Py_XDECREF(%(packed)s);
+        %(packed)s = (PyArrayObject*)PyArray_ZEROS(1, mdim, NPY_FLOAT64, 0);
+    }
+    if (%(f)s == NULL || %(sd)s == NULL || %(packed)s == NULL) {
         %(fail)s
     }
+    double* p = (double*)PyArray_DATA(%(packed)s);
     const char* base = PyArray_BYTES(%(u)s);
     const npy_intp stride = PyArray_STRIDES(%(u)s)[0];
     double* sd = (double*)PyArray_DATA(%(sd)s);
@@ -169,9 +180,11 @@ _DENSITY = r"""
     for (int i = 0; i < k; ++i) {
         const int r = i * (i + 1) / 2;
         const double d = *(const double*)(base + (r + i) * stride);
-        double v = exp(2.0 * d);
+        p[r + i] = exp(d);
+        double v = p[r + i] * p[r + i];
         for (int j = 0; j < i; ++j) {
             const double x = *(const double*)(base + (r + j) * stride);
+            p[r + j] = x;
             v += x * x;
         }
         f += (2.0 * eta - 1.0 + k - i) * d - (2.0 * eta - 2.0 + k) * 0.5 * log(v);
@@ -186,7 +199,7 @@ _GRADIENT = r"""
     const int k = %(k)s;
     const double eta = %(eta)s;
     const npy_intp m = k * (k + 1) / 2;
-    if (PyArray_DIMS(%(u)s)[0] != m || PyArray_DIMS(%(g_sd)s)[0] != k) {
+    if (PyArray_DIMS(%(u)s)[0] != m || PyArray_DIMS(%(g_sd)s)[0] != k || PyArray_DIMS(%(g_p)s)[0] != m) {
         PyErr_SetString(PyExc_ValueError, "LKJDensityGrad: inputs of the wrong length");
         %(fail)s
     }
@@ -202,6 +215,8 @@ _GRADIENT = r"""
     const npy_intp stride = PyArray_STRIDES(%(u)s)[0];
     const char* gbase = PyArray_BYTES(%(g_sd)s);
     const npy_intp gstride = PyArray_STRIDES(%(g_sd)s)[0];
+    const char* pbase = PyArray_BYTES(%(g_p)s);
+    const npy_intp pstride = PyArray_STRIDES(%(g_p)s)[0];
     const double g_f = *(const double*)PyArray_DATA(%(g_f)s);
     double* g = (double*)PyArray_DATA(%(g_u)s);
     for (int i = 0; i < k; ++i) {
@@ -213,8 +228,9 @@ _GRADIENT = r"""
             v += x * x;
         }
         const double w = -g_f * (2.0 * eta - 2.0 + k) / v + *(const double*)(gbase + i * gstride) / sqrt(v);
-        for (int j = 0; j < i; ++j) g[r + j] = w * *(const double*)(base + (r + j) * stride);
-        g[r + i] = g_f * (2.0 * eta - 1.0 + k - i) + w * lii * lii;
+        for (int j = 0; j < i; ++j)
+            g[r + j] = w * *(const double*)(base + (r + j) * stride) + *(const double*)(pbase + (r + j) * pstride);
+        g[r + i] = g_f * (2.0 * eta - 1.0 + k - i) + w * lii * lii + *(const double*)(pbase + (r + i) * pstride) * lii;
     }
 }
 """
@@ -225,8 +241,8 @@ def _constant(x) -> float | None:
     return float(x.data) if isinstance(x, TensorConstant) and x.data.size == 1 else None
 
 
-def _fused_term(model: pm.Model, rv) -> pt.TensorVariable | None:
-    """The log density of ``rv``'s sampled value through :class:`LKJDensity`, or None where it does not apply.
+def _fused(model: pm.Model, rv) -> tuple[pt.TensorVariable, pt.TensorVariable] | None:
+    """``rv``'s log density and its packed factor ``p``, both through :class:`LKJDensity`; None where it does not apply.
 
     It applies to a vector ``LKJCholeskyCov`` with its default transform and
     constant ``n`` and ``eta``.
@@ -239,19 +255,45 @@ def _fused_term(model: pm.Model, rv) -> pt.TensorVariable | None:
     n, eta = _constant(n), _constant(eta)
     if n is None or eta is None or n != int(n) or sd_dist.type.ndim > 1:
         return None
-    f, sd = LKJDensity(int(n), eta)(model.rvs_to_values[rv])
+    f, sd, packed = LKJDensity(int(n), eta)(model.rvs_to_values[rv])
     # the SD prior's parameters could be model variables: replaced by their values on
     # a stand-in for ``sd``, which cloning would otherwise copy with its operation
     stand_in = sd.type()
     (sd_logp,) = model.replace_rvs_by_values([pm.logp(sd_dist, stand_in).sum()])
-    return f + _lkj_normalizing_constant(eta, int(n)) + graph_replace(sd_logp, {stand_in: sd}, strict=False)
+    term = f + _lkj_normalizing_constant(eta, int(n)) + graph_replace(sd_logp, {stand_in: sd}, strict=False)
+    return term, packed
+
+
+def _backward_replacements(graph: pt.TensorVariable, model: pm.Model, packed: dict) -> dict:
+    """The variables of ``graph`` computing a fused block's ``p`` from its value, mapped to the operation's ``p``.
+
+    They are found by comparison with the transform's own ``backward`` of the
+    value: where PyMC writes it otherwise, nothing is replaced, and the
+    density is PyMC's all the same.
+    """
+    expected = {}
+    for rv, p in packed.items():
+        value = model.rvs_to_values[rv]
+        expected[value] = (model.rvs_to_transforms[rv].backward(value, *rv.owner.inputs), p)
+    swap = {}
+    for var in ancestors([graph]):
+        if var.owner is None:
+            continue
+        for value, (backward, p) in expected.items():
+            if value in var.owner.inputs and equal_computations([var], [backward]):
+                swap[var] = p
+    return swap
 
 
 def model_logp(model: pm.Model) -> pt.TensorVariable:
-    """``model.logp()``, with each ``LKJCholeskyCov``'s term computed by :class:`LKJDensity`."""
-    fused = {rv: term for rv in model.free_RVs if (term := _fused_term(model, rv)) is not None}
+    """``model.logp()``, with each ``LKJCholeskyCov``'s term and packed factor computed by :class:`LKJDensity`."""
+    fused = {rv: both for rv in model.free_RVs if (both := _fused(model, rv)) is not None}
     if not fused:
         return model.logp()
     rest = [rv for rv in model.free_RVs if rv not in fused] + model.observed_RVs + model.potentials
-    terms = [model.logp(vars=rest)] if rest else []
-    return pt.add(*terms, *fused.values())
+    terms = []
+    if rest:
+        others = model.logp(vars=rest)
+        swap = _backward_replacements(others, model, {rv: p for rv, (_, p) in fused.items()})
+        terms.append(graph_replace(others, swap, strict=False) if swap else others)
+    return pt.add(*terms, *(term for term, _ in fused.values()))

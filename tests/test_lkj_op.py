@@ -10,7 +10,7 @@ import pytest
 from pytensor.compile.mode import Mode
 from pytensor.graph.basic import equal_computations
 
-from bayesglmm.lkj_op import LKJDensity, LKJDensityGrad, model_logp
+from bayesglmm.lkj_op import LKJDensity, LKJDensityGrad, _backward_replacements, model_logp
 
 
 def _lkj_model(k: int, eta: float, sd_prior: str) -> pm.Model:
@@ -49,6 +49,7 @@ def test_model_logp_is_pymcs(k, eta, sd_prior):
     ours, theirs = _density_and_gradient(model, model_logp(model)), _density_and_gradient(model, model.logp())
     ops = [type(node.op) for node in ours.maker.fgraph.toposort()]
     assert ops.count(LKJDensity) == 1 and ops.count(LKJDensityGrad) == 1
+    assert not _backward_replacements(model_logp(model), model, {model["chol"]: None})  # all through the operation
     rng = np.random.default_rng(k)
     for scale in (0.3, 1.0, 3.0):
         point = [rng.normal(0.0, scale, size=v.type.shape if v.type.ndim else ()) for v in model.value_vars]
@@ -62,20 +63,20 @@ def test_c_code_equals_numpy_with_strided_input():
     k, eta = 3, 1.7
     x = pt.dvector("x")
     u = x[::2]
-    f, sd = LKJDensity(k, eta)(u)
-    g_f, g_sd = pt.dscalar("g_f"), pt.dvector("g_sd")
-    grad = LKJDensityGrad(k, eta)(u, g_f, g_sd)
+    f, sd, packed = LKJDensity(k, eta)(u)
+    g_f, g_sd, g_p = pt.dscalar("g_f"), pt.dvector("g_sd"), pt.dvector("g_p")
+    grad = LKJDensityGrad(k, eta)(u, g_f, g_sd, g_p)
     rng = np.random.default_rng(0)
-    args = (rng.normal(size=12), 0.7, rng.normal(size=k))
-    c_values = pytensor.function([x, g_f, g_sd], [f, sd, grad], on_unused_input="ignore")(*args)
-    py_values = pytensor.function([x, g_f, g_sd], [f, sd, grad], mode=Mode(linker="py"), on_unused_input="ignore")(
-        *args
-    )
+    args = (rng.normal(size=12), 0.7, rng.normal(size=k), rng.normal(size=6))
+    inputs, outputs = [x, g_f, g_sd, g_p], [f, sd, packed, grad]
+    c_values = pytensor.function(inputs, outputs)(*args)
+    py_values = pytensor.function(inputs, outputs, mode=Mode(linker="py"))(*args)
     for c_value, py_value in zip(c_values, py_values):
         np.testing.assert_allclose(c_value, py_value, rtol=1e-13)
     rows = [args[0][::2][i * (i + 1) // 2 : (i + 1) * (i + 2) // 2] for i in range(k)]
     expected_sd = [np.sqrt((row[:-1] ** 2).sum() + np.exp(2 * row[-1])) for row in rows]
     np.testing.assert_allclose(c_values[1], expected_sd, rtol=1e-13)
+    np.testing.assert_allclose(c_values[2], np.concatenate([[*row[:-1], np.exp(row[-1])] for row in rows]), rtol=1e-13)
 
 
 def test_wrong_length_is_a_type_error():
