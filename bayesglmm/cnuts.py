@@ -201,16 +201,13 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     x0 = np.concatenate([np.ravel(start[v.name]) for v in values])
     logp = model_logp(model)
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
-    (logp, grad), joined = join_nonshared_inputs(start, [logp, grad], values)
-    logp, grad = hoist_data([logp, grad], joined, x0)
     stored = model.replace_rvs_by_values([model[name] for name in names])
-    stored, joined_stored = join_nonshared_inputs(start, stored, values)
+    (logp, grad, *stored), joined = join_nonshared_inputs(start, [logp, grad, *stored], values)
+    logp, grad = hoist_data([logp, grad], joined, x0)
     mode = _sampling_mode()
     with model:  # PyMC's compile drops the parameter checks of a model with check_bounds=False
         logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True, mode=mode)
-        expand = compile_fn(
-            [joined_stored], lift_numbers(stored), trust_input=True, on_unused_input="ignore", mode=mode
-        )
+        expand = compile_fn([joined], lift_numbers(stored), trust_input=True, on_unused_input="ignore", mode=mode)
 
     def initial(seed: int) -> np.ndarray:
         return x0 + np.random.default_rng(seed).uniform(-1.0, 1.0, x0.size)

@@ -193,6 +193,8 @@ def choose_marginal_sampler(cfg: FitConfig, design: Design) -> FitConfig:
     every gradient (:class:`~bayesglmm.marginal.RowResiduals`): its size is
     that of the data, as for a model that samples its effects.
     """
+    if cfg.sampler != "auto":  # chosen by the caller, or already resolved
+        return cfg
     layout = marginal_layout(design)
     if layout == "blocks":
         return _auto_sampler(cfg, large=False)
