@@ -16,13 +16,18 @@ collapse to
     f(u) = Σ_i [(2η - 1 + k - i) u_ii - (2η - 2 + k) ½ log v_i]
 
 (i from 0), plus the normalising constant of the LKJ density and the SD prior
-``Σ_i log p_sd(√v_i)``.  :class:`LKJDensity` computes ``f`` and the SDs,
-:class:`LKJDensityGrad` the gradient ``∂/∂u`` of ``g_f f + g_sdᵀ sd``: with
-``w_i = -g_f (2η - 2 + k) / v_i + g_sd,i / √v_i``, it is ``w_i L_ij`` off
-the diagonal and ``g_f (2η - 1 + k - i) + w_i L_ii²`` on it.  The constant
-and the SD prior stay PyMC's (:func:`model_logp`), as does everything else.
-Only the density that ``nutpie-c`` samples (:mod:`bayesglmm.cnuts`) uses the
-operation; it is tested equal to PyMC's, value and gradient.
+``Σ_i log p_sd(√v_i)``.  :class:`LKJDensity` computes ``f``, the SDs and
+``p`` (the transform's ``backward``, which the rest of the model reads);
+:class:`LKJDensityGrad` the gradient ``∂/∂u`` of ``g_f f + g_sdᵀ sd + g_pᵀ p``:
+with ``w_i = -g_f (2η - 2 + k) / v_i + g_sd,i / √v_i``, it is
+``w_i L_ij + g_p,ij`` off the diagonal and
+``g_f (2η - 1 + k - i) + w_i L_ii² + g_p,ii L_ii`` on it.  The constant and the
+SD prior stay PyMC's (:func:`model_logp`), as does everything else.  Only the
+density that ``nutpie-c`` samples (:mod:`bayesglmm.cnuts`) uses the operation;
+it is tested equal to PyMC's, value and gradient, for blocks of 2 to 4 terms,
+several ``eta`` and SD priors (one of them with a scale that is itself a
+model variable).  sleepstudy's compiled gradient: 74 operations and 35 µs
+before, 36 and 14-16 µs after.
 """
 
 from __future__ import annotations

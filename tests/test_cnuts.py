@@ -71,6 +71,43 @@ def test_support_point_is_pymcs_initial_point(formula, family, layout):
         np.testing.assert_allclose(start[name], value, rtol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize(
+    ("formula", "family", "layout"),
+    [
+        ("y ~ x + (1 + x | school)", "gaussian", "marginal"),
+        ("y ~ x + (1 + x + x2 | school)", "poisson", "sampled"),
+        ("y ~ x + (1 + x | school) + (1 | h)", "cumulative", "sampled"),
+    ],
+)
+def test_density_with_lkj_operation_is_pymcs(formula, family, layout):
+    """With each correlated block's LKJ term one operation (bayesglmm.lkj_op), the compiled density
+    and gradient are still PyMC's, for blocks of 2 and 3 terms, beside other factors."""
+    df = _sim()
+    df["x2"], df["h"] = df["x"] ** 2, np.arange(len(df)) % 4
+    if family == "gaussian":
+        df["y"] = 250.0 + 10.0 * df["x"] + df["y"]
+    elif family == "poisson":
+        df["y"] = df["y"] * 3
+    else:
+        df["y"] = pd.Categorical(np.where(df["x"] > 0.5, "c", np.where(df["y"] > 0, "b", "a")), ordered=True)
+    glmm = bg.GLMM(formula, df, family=family)
+    target = glmm.marginal_model(fused=True) if layout == "marginal" else glmm.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef"])
+    ops = [type(node.op).__name__ for node in fns.logp_dlogp.maker.fgraph.toposort()]
+    assert "LKJDensity" in ops and "LKJDensityGrad" in ops
+    shapes = {name: np.shape(value) for name, value in target.initial_point().items()}
+    for seed in (1, 2):
+        x = fns.initial(seed) * 1.5
+        point, start = {}, 0
+        for v in target.value_vars:
+            size = int(np.prod(shapes[v.name]))
+            point[v.name] = x[start : start + size].reshape(shapes[v.name])
+            start += size
+        logp, grad = fns.logp_dlogp(x)
+        assert float(logp) == pytest.approx(float(target.compile_logp()(point)), rel=1e-10)
+        np.testing.assert_allclose(grad, target.compile_dlogp()(point), rtol=1e-8, atol=1e-10)
+
+
 def _c_code(target) -> list[str]:
     """The operations of the compiled functions, fused elementwise code included."""
     fns = cnuts.compile_functions(target, ["fixef"])
