@@ -5,7 +5,7 @@ packs the rows of the k × k Cholesky factor ``L``, and NUTS samples ``u``,
 ``p`` with the diagonal on the log scale (PyMC's ``CholeskyCovPacked``
 transform).  PyMC writes the log density of ``u`` (the LKJ density of the
 correlations, the change of variables from them and the SDs to ``L``, and the
-transform's Jacobian) as some 40 small operations, and their gradient as as
+transform's Jacobian) as some 40 small operations, and their gradient as
 many again: half of the gradient of sleepstudy's marginal model, whose
 likelihood is one operation (:mod:`bayesglmm.marginal_op`), and a third of
 its compilation.
@@ -61,11 +61,11 @@ class _LKJOp(COp):
         return pt.specify_shape(x, (size,))
 
     def c_code_cache_version(self) -> tuple[int, ...]:
-        return (1,)
+        return (2,)  # raise with every change of the C code: PyTensor reuses compiled code of the same version
 
 
 class LKJDensity(_LKJOp):
-    """``(f(u), sd)`` of a packed k × k factor ``u`` on the log-diagonal scale; see the module docstring."""
+    """``(f(u), sd, p)`` of a packed k × k factor ``u`` on the log-diagonal scale; see the module docstring."""
 
     def make_node(self, u) -> Apply:
         u = self._vector(u, self.k * (self.k + 1) // 2, "u")
