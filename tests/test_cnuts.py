@@ -20,18 +20,39 @@ def model():
     return bg.GLMM("y ~ x + (1 + x | school)", _sim(), family="bernoulli")
 
 
-def test_functions_match_pymc(model):
-    """The joined log density and gradient are PyMC's, and expand gives the stored variables."""
-    target = model.sampling_model()
-    fns = cnuts.compile_functions(target, ["fixef", "r_school"])
-    x = fns.initial(3)
+def _point(target, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The joined parameter vector ``x`` split into ``target``'s value variables, by name."""
     shapes = {name: np.shape(value) for name, value in target.initial_point().items()}
     point, start = {}, 0
     for v in target.value_vars:
         size = int(np.prod(shapes[v.name]))
         point[v.name] = x[start : start + size].reshape(shapes[v.name])
         start += size
-    assert start == fns.ndim == x.size
+    assert start == x.size
+    return point
+
+
+def _target(formula: str, family: str, layout: str):
+    """The model nutpie-c samples for ``formula`` on the simulated data, the response recoded for ``family``."""
+    df = _sim()
+    df["x2"], df["h"] = df["x"] ** 2, np.arange(len(df)) % 4
+    if family == "gaussian":
+        df["y"] = 250.0 + 10.0 * df["x"] + df["y"]
+    elif family == "poisson" or family == "negativebinomial":
+        df["y"] = df["y"] * 3
+    elif family == "cumulative":
+        df["y"] = pd.Categorical(np.where(df["x"] > 0.5, "c", np.where(df["y"] > 0, "b", "a")), ordered=True)
+    glmm = bg.GLMM(formula, df, family=family)
+    return glmm.marginal_model(fused=True) if layout == "marginal" else glmm.sampling_model()
+
+
+def test_functions_match_pymc(model):
+    """The joined log density and gradient are PyMC's, and expand gives the stored variables."""
+    target = model.sampling_model()
+    fns = cnuts.compile_functions(target, ["fixef", "r_school"])
+    x = fns.initial(3)
+    point = _point(target, x)
+    assert fns.ndim == x.size
     logp, grad = fns.logp_dlogp(x)
     assert float(logp) == pytest.approx(float(target.compile_logp()(point)), rel=1e-10)
     np.testing.assert_allclose(grad, target.compile_dlogp()(point), rtol=1e-8, atol=1e-10)
@@ -55,15 +76,7 @@ def test_functions_match_pymc(model):
 )
 def test_support_point_is_pymcs_initial_point(formula, family, layout):
     """The point the chains start from (before the jitter) is PyMC's, LKJ factors and cutpoints included."""
-    df = _sim()
-    if family == "gaussian":
-        df["y"] = 250.0 + 10.0 * df["x"] + df["y"]
-    elif family == "poisson" or family == "negativebinomial":
-        df["y"] = df["y"] * 3
-    elif family == "cumulative":
-        df["y"] = pd.Categorical(np.where(df["x"] > 0.5, "c", np.where(df["y"] > 0, "b", "a")), ordered=True)
-    glmm = bg.GLMM(formula, df, family=family)
-    target = glmm.marginal_model(fused=True) if layout == "marginal" else glmm.sampling_model()
+    target = _target(formula, family, layout)
     start = cnuts.support_point(target)
     expected = target.initial_point()
     assert list(start) == list(expected)
@@ -82,27 +95,13 @@ def test_support_point_is_pymcs_initial_point(formula, family, layout):
 def test_density_with_lkj_operation_is_pymcs(formula, family, layout):
     """With each correlated block's LKJ term one operation (bayesglmm.lkj_op), the compiled density
     and gradient are still PyMC's, for blocks of 2 and 3 terms, beside other factors."""
-    df = _sim()
-    df["x2"], df["h"] = df["x"] ** 2, np.arange(len(df)) % 4
-    if family == "gaussian":
-        df["y"] = 250.0 + 10.0 * df["x"] + df["y"]
-    elif family == "poisson":
-        df["y"] = df["y"] * 3
-    else:
-        df["y"] = pd.Categorical(np.where(df["x"] > 0.5, "c", np.where(df["y"] > 0, "b", "a")), ordered=True)
-    glmm = bg.GLMM(formula, df, family=family)
-    target = glmm.marginal_model(fused=True) if layout == "marginal" else glmm.sampling_model()
+    target = _target(formula, family, layout)
     fns = cnuts.compile_functions(target, ["fixef"])
     ops = [type(node.op).__name__ for node in fns.logp_dlogp.maker.fgraph.toposort()]
     assert "LKJDensity" in ops and "LKJDensityGrad" in ops
-    shapes = {name: np.shape(value) for name, value in target.initial_point().items()}
     for seed in (1, 2):
         x = fns.initial(seed) * 1.5
-        point, start = {}, 0
-        for v in target.value_vars:
-            size = int(np.prod(shapes[v.name]))
-            point[v.name] = x[start : start + size].reshape(shapes[v.name])
-            start += size
+        point = _point(target, x)
         logp, grad = fns.logp_dlogp(x)
         assert float(logp) == pytest.approx(float(target.compile_logp()(point)), rel=1e-10)
         np.testing.assert_allclose(grad, target.compile_dlogp()(point), rtol=1e-8, atol=1e-10)
