@@ -21,7 +21,7 @@ import pymc as pm
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from . import batch
+from . import _march, batch
 from .cnuts import sample_chains
 from .design import Design
 from .errors import ArgumentError, ConvergenceWarning, FitArgumentError, SamplerUnavailableError
@@ -366,7 +366,7 @@ def sample(
     cfg = choose_target_accept(cfg, effects, centring, nested=bool(nested), correlated=correlated)
     draw_mass = cfg.sampler == "nutpie-c" or (cfg.sampler == "nutpie" and (bool(nested) or bool(correlated)))
     register_backend(cfg.sampler)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _march.kept():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Tt]he effect of Potentials.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
