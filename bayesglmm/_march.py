@@ -30,6 +30,9 @@ import pytensor
 
 FILENAME = "bayesglmm-march-flags.json"
 
+#: Whether this process's flags came from the file or are known to be in it.
+_settled = False
+
 #: Lines of /proc/cpuinfo's first processor that decide what -march=native means.
 CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags", "cache size")
 
@@ -99,14 +102,17 @@ def load() -> bool:
     flags = stored.get("flags")
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         return False
+    global _settled
     compiler.march_flags = list(flags)
+    _settled = True
     return True
 
 
 def save() -> bool:
     """Store the flags PyTensor detected in this process, if it did and they are not stored yet."""
+    global _settled
     found = _compiler()
-    if found is None or not isinstance(found[0].march_flags, list):
+    if _settled or found is None or not isinstance(found[0].march_flags, list):
         return False
     compiler, config = found
     key = cache_key(config)
@@ -117,6 +123,7 @@ def save() -> bool:
     try:
         with open(path, encoding="utf-8") as handle:
             if json.load(handle) == record:
+                _settled = True
                 return False
     except (OSError, ValueError):
         pass
@@ -132,6 +139,7 @@ def save() -> bool:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         return False
+    _settled = True
     return True
 
 

@@ -27,6 +27,8 @@ from pytensor.graph.replace import vectorize_graph
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.random.type import RandomType
 
+from . import _march
+
 #: No rewrites, PyTensor's Python linker: for graphs of a few large operations, as the
 #: exact draws of random effects.  For those of a dense crossed layout of 160 effects,
 #: the FAST_COMPILE rewrites took 2.1 s and the draws then ran 2× slower than without.
@@ -43,7 +45,8 @@ def batched_function(inputs: list, outputs: list, mode: Mode | None = None) -> F
     ``mode`` is PyTensor's default (all rewrites, C) unless given.
     """
     batched = {v: pt.tensor(dtype=v.dtype, shape=(None, *v.type.shape), name=v.name) for v in inputs}
-    return pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode=mode)
+    with _march.kept():  # predictions in a new process, e.g. of a loaded fit
+        return pytensor.function(list(batched.values()), vectorize_graph(outputs, replace=batched), mode=mode)
 
 
 def reached_and_free(model: pm.Model, outputs: list) -> tuple[list, list]:

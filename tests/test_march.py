@@ -35,6 +35,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setattr(_march, "_path", lambda _config: str(path))
     monkeypatch.setattr(_march, "cache_key", lambda _config: "machine-a")
     monkeypatch.setattr(GCC_compiler, "march_flags", None)
+    monkeypatch.setattr(_march, "_settled", False)
     return path
 
 
@@ -50,12 +51,14 @@ def test_key_follows_the_processor(tmp_path):
     assert _march.cache_key(config, str(tmp_path / "noflags")) is None
 
 
-def test_flags_are_stored_once_and_given_back(store):
+def test_flags_are_stored_once_and_given_back(store, monkeypatch):
     assert not _march.save()  # nothing detected: nothing stored
     assert not store.exists()
     GCC_compiler.march_flags = ["-march=znver3", "--param", "l1-cache-size=32"]
     assert _march.save()
     assert not _march.save()  # the same record is not written again
+    monkeypatch.setattr(_march, "_settled", False)  # nor by another process
+    assert not _march.save()
     assert json.loads(store.read_text())["flags"] == ["-march=znver3", "--param", "l1-cache-size=32"]
     GCC_compiler.march_flags = None
     assert _march.load()
