@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytensor
+from pytensor import config
+from pytensor.link.c.cmodule import GCC_compiler
 
 FILENAME = "bayesglmm-march-flags.json"
 
@@ -39,11 +41,6 @@ CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "fla
 
 def _compiler():
     """PyTensor's C++ compiler class and its configuration, or None where it has none."""
-    try:
-        from pytensor import config
-        from pytensor.link.c.cmodule import GCC_compiler
-    except ImportError:  # pragma: no cover - PyTensor is a dependency
-        return None
     if not config.cxx or not hasattr(GCC_compiler, "march_flags"):
         return None
     return GCC_compiler, config
@@ -64,20 +61,23 @@ def _cpu_identity(path: str = "/proc/cpuinfo") -> str | None:
     return json.dumps(fields, sort_keys=True) if "flags" in fields else None
 
 
-def cache_key(config, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+def cache_key(settings, cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """Hash of everything the flags depend on; None when the processor cannot be identified."""
     cpu = _cpu_identity(cpuinfo)
-    compiler = shutil.which(config.cxx)
+    compiler = shutil.which(settings.cxx)
     if cpu is None or compiler is None:
         return None
-    stat = os.stat(os.path.realpath(compiler))
-    parts = [cpu, os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns), config.gcc__cxxflags]
+    try:
+        stat = os.stat(os.path.realpath(compiler))
+    except OSError:
+        return None
+    parts = [cpu, os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns), settings.gcc__cxxflags]
     parts.append(pytensor.__version__)  # how PyTensor turns the compiler's answer into flags
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _path(config) -> str:
-    return os.path.join(config.compiledir, FILENAME)
+def _path(settings) -> str:
+    return os.path.join(settings.compiledir, FILENAME)
 
 
 def load() -> bool:
@@ -88,12 +88,12 @@ def load() -> bool:
     found = _compiler()
     if found is None or found[0].march_flags is not None:
         return False
-    compiler, config = found
-    key = cache_key(config)
+    compiler, settings = found
+    key = cache_key(settings)
     if key is None:
         return False
     try:
-        with open(_path(config), encoding="utf-8") as handle:
+        with open(_path(settings), encoding="utf-8") as handle:
             stored = json.load(handle)
     except (OSError, ValueError):
         return False
@@ -114,12 +114,12 @@ def save() -> bool:
     found = _compiler()
     if _settled or found is None or not isinstance(found[0].march_flags, list):
         return False
-    compiler, config = found
-    key = cache_key(config)
+    compiler, settings = found
+    key = cache_key(settings)
     if key is None:
         return False
     record = {"key": key, "flags": list(compiler.march_flags)}
-    path = _path(config)
+    path = _path(settings)
     try:
         with open(path, encoding="utf-8") as handle:
             if json.load(handle) == record:
