@@ -51,6 +51,7 @@ from pytensor.tensor.shape import Shape, Shape_i
 from pytensor.tensor.type import TensorType
 from pytensor.tensor.variable import TensorConstant
 
+from . import _fncache
 from ._threadstate import KeptThreadState
 from .batch import UNREWRITTEN
 from .lkj_op import model_logp
@@ -190,12 +191,35 @@ def _sampling_mode() -> Mode:
     return get_mode(None).excluding("local_usmm")
 
 
+def _compiled(model: pm.Model, inputs: list, outputs: list, **options):
+    """PyMC's compilation of ``outputs`` in the sampling mode, or the function an earlier process stored.
+
+    PyMC's compile drops the parameter checks of a model with ``check_bounds=False``,
+    so the model's setting is part of the key (:mod:`bayesglmm._fncache`).
+    """
+
+    def build():
+        with model:
+            return compile_fn(inputs, outputs, trust_input=True, mode=_sampling_mode(), **options)
+
+    described = {"mode": "default excluding local_usmm", "trust_input": True, "check_bounds": model.check_bounds}
+    return _fncache.compiled(inputs, outputs, build, described | options)
+
+
 def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     """Compile ``model``'s log density, its gradient and the stored variables ``names`` to C.
 
     The initial points are PyMC's: the support point plus a U(-1, 1) jitter of
     every unconstrained coordinate, here from ``numpy.random.default_rng(seed)``.
     """
+    # every new graph node records the Python stack that made it (PyTensor's error
+    # messages show it); of these internal graphs nobody reads it, and it took a
+    # tenth of a small model's compilation
+    with pytensor.config.change_flags(traceback__limit=0):
+        return _compile_functions(model, names)
+
+
+def _compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     values = model.value_vars
     start = support_point(model)
     x0 = np.concatenate([np.ravel(start[v.name]) for v in values])
@@ -204,10 +228,9 @@ def compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     stored = model.replace_rvs_by_values([model[name] for name in names])
     (logp, grad, *stored), joined = join_nonshared_inputs(start, [logp, grad, *stored], values)
     logp, grad = hoist_data([logp, grad], joined, x0)
-    mode = _sampling_mode()
-    with model:  # PyMC's compile drops the parameter checks of a model with check_bounds=False
-        logp_dlogp = compile_fn([joined], lift_numbers([logp, grad]), trust_input=True, mode=mode)
-        expand = compile_fn([joined], lift_numbers(stored), trust_input=True, on_unused_input="ignore", mode=mode)
+    density, stored = lift_numbers([logp, grad]), lift_numbers(stored)
+    logp_dlogp = _compiled(model, [joined], density)
+    expand = _compiled(model, [joined], stored, on_unused_input="ignore")
 
     def initial(seed: int) -> np.ndarray:
         return x0 + np.random.default_rng(seed).uniform(-1.0, 1.0, x0.size)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import bayesglmm as bg
+from bayesglmm import _fncache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -64,3 +65,12 @@ def _quiet_arviz():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stored_functions(tmp_path_factory):
+    """Compiled functions stored by this test session only: none of the user's, none of an earlier run's."""
+    folder = tmp_path_factory.mktemp("functions")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_fncache, "directory", lambda: folder)
+        yield folder
