@@ -52,13 +52,22 @@ class KeptThreadState:
         self.seen = 0
         self.held.clear()
 
-    def keep(self) -> None:
-        """Hold this thread's state, once per chain (a no-op after its last draw)."""
-        if not _CPYTHON or self.seen >= self.draws:
-            return
+    def keep(self) -> bool:
+        """Hold this thread's state, once per chain (a no-op after its last draw).
+
+        True when this call began holding it, or outside CPython (nothing is
+        held): settings made in the thread's state now (NumPy's error handling)
+        last until the chain's last draw.
+        """
+        if not _CPYTHON:
+            return True
+        if self.seen >= self.draws:
+            return False
         ident = threading.get_ident()
-        if ident not in self.held:
-            self.held[ident] = _ensure()
+        if ident in self.held:
+            return False
+        self.held[ident] = _ensure()
+        return True
 
     def drawn(self) -> None:
         """One more draw; after the chain's last, let this thread's state go."""

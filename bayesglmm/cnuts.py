@@ -272,13 +272,15 @@ def _nutpie_model(model: pm.Model, fns: CFunctions, counter: _DrawCounter, kept:
         fn = fns.logp_dlogp
 
         def logp(x, **_):
-            kept.keep()
             # Trajectories may wander where the density underflows: numpy's warnings
             # would reach the user from every such step, and a failed factorisation
-            # is a point of zero density (a divergence), not an error.
+            # is a point of zero density (a divergence), not an error.  The sampling
+            # thread's state is kept to the chain's end, and NumPy's error settings
+            # with it: set once, not by ``np.errstate`` at every call (2.6 µs).
+            if kept.keep():
+                np.seterr(all="ignore")
             try:
-                with np.errstate(all="ignore"):
-                    value, grad = fn(x)
+                value, grad = fn(x)
             except (ArithmeticError, np.linalg.LinAlgError):
                 return -np.inf, np.zeros_like(x)
             return float(value), grad

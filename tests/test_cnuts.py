@@ -418,15 +418,40 @@ def test_a_kept_state_is_let_go_at_the_last_draw_only():
     from bayesglmm._threadstate import KeptThreadState
 
     kept = KeptThreadState(draws=2)
-    kept.keep()
-    kept.keep()
+    assert kept.keep()  # the first call holds: settings made now last
+    assert not kept.keep()
     assert len(kept.held) == 1
     kept.drawn()
     assert len(kept.held) == 1
     kept.drawn()
     assert kept.held == {}
-    kept.keep()  # after the last draw: nothing more is held
+    assert not kept.keep()  # after the last draw: nothing more is held
     assert kept.held == {}
     kept.held[12345] = 1  # a thread of a chain that stopped early
     kept.start()  # forgotten: a release belongs to the thread that held
     assert kept.held == {} and kept.seen == 0
+
+
+@pytest.mark.sampling
+def test_numpy_errors_are_ignored_in_the_sampling_threads_only(model, monkeypatch):
+    """Every log-density call runs with NumPy's floating-point errors ignored, set once per
+    chain in the sampling thread; the caller's own settings are untouched."""
+    settings = []
+    original = cnuts.compile_functions
+
+    def recording(target, names):
+        fns = original(target, names)
+
+        def logp_dlogp(x):
+            settings.append(np.geterr()["invalid"])
+            return fns.logp_dlogp(x)
+
+        return cnuts.CFunctions(logp_dlogp, fns.expand, fns.initial, fns.names, fns.ndim)
+
+    monkeypatch.setattr(cnuts, "compile_functions", recording)
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.ConvergenceWarning)
+        model.fit(sampler="nutpie-c", draws=20, tune=20, chains=2, cores=1, random_seed=1, progressbar=False)
+    assert np.geterr() == before and before["invalid"] != "ignore"
+    assert len(settings) > 80 and set(settings) == {"ignore"}
