@@ -20,7 +20,11 @@ from 3.0 to 4.8 s).  All fits of a run share one PyTensor compile directory, new
 loads grows with everything ever compiled in a directory: 0.05-0.1 s with the ~160
 modules of cbpp and sleepstudy and their peers, 2.2-4 s with a development machine's
 ~980, for bambi and for us alike.  It would otherwise measure the machine's history.  ``--cold`` times the first
-run instead.
+run instead.  bayesglmm also stores its compiled sampling functions in that directory
+(``bayesglmm/_fncache.py``), keyed by the model and its data: a warm run loads them and
+skips PyTensor's rewriting, as a re-run script would.  ``--no-function-cache`` makes every
+run of ours compile them, as a first fit of new data does (the C modules still come from
+the cache).
 
 Run: ``python bench/peers.py --bambi-python /path/to/venv/bin/python [--models cbpp sleepstudy]``.
 Results are appended to ``bench/results/peers.csv``.
@@ -151,10 +155,10 @@ def _environment(compiledir: str) -> dict[str, str]:
 
 #: Set by :func:`main`: the environment of every fit (its PyTensor compile directory),
 #: whether the first, cache-filling run is timed, and how many timed runs there are.
-SETTINGS = {"env": None, "cold": False, "repeats": 3}
+SETTINGS = {"env": None, "cold": False, "repeats": 3, "functions": True}
 
 
-def _run(command: list[str], timeout: float) -> dict:
+def _run(command: list[str], timeout: float, extra_env: dict | None = None) -> dict:
     """Run one fit in fresh interpreters and read the ``RESULT`` line each prints.
 
     With ``--cold`` the first run is timed, alone.  Otherwise an untimed run of the same
@@ -163,11 +167,11 @@ def _run(command: list[str], timeout: float) -> dict:
     returned as it is.
     """
     if SETTINGS["cold"]:  # later runs would find the caches filled
-        return _run_once(command, timeout)
-    _run_once(command, timeout)
+        return _run_once(command, timeout, extra_env)
+    _run_once(command, timeout, extra_env)
     results = []
     for _ in range(SETTINGS["repeats"]):
-        result = _run_once(command, timeout)
+        result = _run_once(command, timeout, extra_env)
         if "error" in result:
             return result
         results.append(result)
@@ -175,9 +179,10 @@ def _run(command: list[str], timeout: float) -> dict:
     return {**results[len(results) // 2], "runs": [round(r["seconds"], 2) for r in results]}
 
 
-def _run_once(command: list[str], timeout: float) -> dict:
+def _run_once(command: list[str], timeout: float, extra_env: dict | None = None) -> dict:
+    env = SETTINGS["env"] if extra_env is None else {**SETTINGS["env"], **extra_env}
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=SETTINGS["env"])
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"seconds": np.nan, "min_ess": np.nan, "max_rhat": np.nan, "divergences": -1, "error": "timeout"}
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
@@ -188,7 +193,10 @@ def _run_once(command: list[str], timeout: float) -> dict:
 
 def ours(name: str, timeout: float) -> dict:
     """A default bayesglmm fit (seed 1) in a fresh interpreter."""
-    return _run([sys.executable, "-c", OURS_SCRIPT, name, str(ROOT / "bench")], timeout)
+    command = [sys.executable, "-c", OURS_SCRIPT, name, str(ROOT / "bench")]
+    if not SETTINGS["functions"]:  # every run compiles its sampling functions, as for new data
+        return _run(command, timeout, {"BAYESGLMM_FUNCTION_CACHE": "0"})
+    return _run(command, timeout)
 
 
 def bambi(name: str, sampler: str, python: str, timeout: float) -> dict:
@@ -213,13 +221,21 @@ def main() -> None:
     parser.add_argument("--compiledir", help="PyTensor compile directory of every fit (default: new for the run)")
     parser.add_argument("--cold", action="store_true", help="time the first run of each fit (no warm-up run)")
     parser.add_argument("--repeats", type=int, default=3, help="timed warm runs per fit; the median is reported")
+    parser.add_argument(
+        "--no-function-cache",
+        action="store_true",
+        help="our fits compile their sampling functions in every run, as for new data (BAYESGLMM_FUNCTION_CACHE=0)",
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     compiledir = args.compiledir or tempfile.mkdtemp(prefix="bayesglmm-bench-pytensor-")
     SETTINGS.update(env=_environment(compiledir), cold=args.cold, repeats=args.repeats)
+    SETTINGS["functions"] = not args.no_function_cache
     what = "cold" if args.cold else "warm"
+    stored = "stored" if SETTINGS["functions"] else "compiled in every run"
     print(f"PyTensor compile directory: {compiledir}; {what} runs timed ({args.repeats} when warm)", flush=True)
+    print(f"bayesglmm's sampling functions: {stored}", flush=True)
     rows = []
     for name in args.models:
         rows.append({"model": name, "tool": "bayesglmm", **ours(name, args.timeout)})
