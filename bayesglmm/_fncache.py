@@ -41,7 +41,8 @@ import pymc
 import pytensor
 from pytensor import config
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.op import Op
 from pytensor.graph.traversal import ancestors, toposort
 from pytensor.graph.type import Type
@@ -67,7 +68,8 @@ REWRITE_OPTIONS = (
 )
 
 
-#: Packages whose versions are in the key: their functions and classes are known by name.
+#: Packages whose versions are in the key: their functions and classes are known by name
+#: (and objects of their classes by their attributes, but for ``builtins``: the last one).
 TRUSTED = ("pytensor", "pymc", "numpy", "builtins")
 
 
@@ -87,7 +89,7 @@ def directory() -> Path:
 
 def _token(value) -> object:
     """A canonical, printable description of one operation property or constant value."""
-    if value is None or isinstance(value, bool | int | float | str | bytes):
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return (type(value).__name__, value)
     if isinstance(value, tuple | list):
         return (type(value).__name__, tuple(_token(v) for v in value))
@@ -96,10 +98,11 @@ def _token(value) -> object:
     if isinstance(value, dict):
         return ("dict", tuple(sorted((repr(_token(k)), repr(_token(v))) for k, v in value.items())))
     if isinstance(value, np.ndarray | np.generic):
-        array = np.ascontiguousarray(value)
+        shape = np.shape(value)
+        array = np.ascontiguousarray(value).reshape(-1)
         if array.dtype.hasobject:
             raise _UncacheableError("an object array")
-        return ("array", array.dtype.str, array.shape, hashlib.sha256(array.view(np.uint8).data).hexdigest())
+        return ("array", array.dtype.str, shape, hashlib.sha256(array.view(np.uint8).data).hexdigest())
     if isinstance(value, slice):
         return ("slice", _token(value.start), _token(value.stop), _token(value.step))
     if isinstance(value, np.dtype):
@@ -108,8 +111,10 @@ def _token(value) -> object:
         if value.__module__.split(".")[0] not in TRUSTED:
             raise _UncacheableError(f"the function {value.__qualname__}")
         return ("callable", value.__module__, value.__qualname__)
-    if isinstance(value, Op | Type) or type(value).__module__.split(".")[0] in TRUSTED:
-        return _described(value)
+    if isinstance(value, Variable | Apply | FunctionGraph):  # a graph inside a property
+        raise _UncacheableError(f"a property holding a {type(value).__name__}")
+    if isinstance(value, Op | Type) or type(value).__module__.split(".")[0] in TRUSTED[:-1]:
+        return _described(value)  # not other objects of builtin types (a bound method, say)
     raise _UncacheableError(f"a property of type {type(value).__name__}")
 
 
@@ -186,7 +191,7 @@ def graph_key(inputs: list, outputs: list, options: dict) -> str | None:
                 feed(("leaf", ids[var], _leaf(var, inputs)))
         feed(("outputs", tuple(ids[v] for v in outputs)))
         feed(("sources", sorted((f"{c.__module__}.{c.__qualname__}", _module_source(c)) for c in sources)))
-    except (_UncacheableError, OSError):
+    except (_UncacheableError, OSError, RecursionError):
         return None
     return digest.hexdigest()
 

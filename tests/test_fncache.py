@@ -68,10 +68,18 @@ class _Scaled(Op):
         outputs[0][0] = self.scale(inputs[0])
 
 
+def test_values_are_told_apart_by_type_and_shape():
+    tokens = [_fncache._token(v) for v in (1, 1.0, True, "1", np.float64(1.0), np.array([1.0]), np.array([[1.0]]))]
+    assert len({repr(t) for t in tokens}) == len(tokens)
+    assert _fncache._token(np.arange(6.0)[::2]) == _fncache._token(np.array([0.0, 2.0, 4.0]))  # strides do not count
+
+
 def test_graphs_that_cannot_be_described_have_no_key():
     x = pt.vector("x")
     assert _fncache.graph_key([x], [_Scaled(np.negative)(x)], {}) is not None  # NumPy's, known by name
     assert _fncache.graph_key([x], [_Scaled(lambda v: -v)(x)], {}) is None
+    assert _fncache.graph_key([x], [_Scaled(np.random.default_rng(0).normal)(x)], {}) is None  # a bound method
+    assert _fncache.graph_key([x], [_Scaled(_Scaled(np.negative).perform)(x)], {}) is None
     free = pt.vector("free")
     assert _fncache.graph_key([x], [x + free], {}) is None  # an input that is not given
 
