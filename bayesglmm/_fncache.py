@@ -31,7 +31,6 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +45,8 @@ from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.op import Op
 from pytensor.graph.traversal import ancestors, toposort
 from pytensor.graph.type import Type
+
+from ._atomic import write_atomically
 
 DIRECTORY = "bayesglmm-functions"
 MAX_FILES = 64  #: files kept; the least recently used go first ...
@@ -201,9 +202,7 @@ def _load(path: Path):
     try:
         with open(path, "rb") as handle:
             function = pickle.load(handle)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a damaged or outdated file is compiled anew and replaced
+    except Exception:  # none yet, or a damaged or outdated file: compiled anew and replaced
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used
@@ -211,7 +210,7 @@ def _load(path: Path):
 
 
 def _store(path: Path, function) -> None:
-    """Write ``function`` to ``path`` atomically, then keep the ``MAX_FILES`` most recently used."""
+    """Write ``function`` to ``path`` atomically, then prune the directory (:func:`_prune`)."""
     try:
         blob = pickle.dumps(function, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # an operation that does not pickle: nothing is stored
@@ -220,18 +219,10 @@ def _store(path: Path, function) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkl")
     except OSError:
         return
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(blob)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        return
-    _prune(path.parent)
+    if write_atomically(path, blob):
+        _prune(path.parent)
 
 
 def _prune(folder: Path) -> None:

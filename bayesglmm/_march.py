@@ -23,12 +23,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytensor
 from pytensor import config
 from pytensor.link.c.cmodule import GCC_compiler
+
+from ._atomic import write_atomically
 
 FILENAME = "bayesglmm-march-flags.json"
 
@@ -127,17 +128,7 @@ def save() -> bool:
                 return False
     except (OSError, ValueError):
         pass
-    try:
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".bayesglmm-march-", suffix=".json")
-    except OSError:
-        return False
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(record, out)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    if not write_atomically(path, json.dumps(record).encode("utf-8"), prefix=".bayesglmm-march-"):
         return False
     _settled = True
     return True
