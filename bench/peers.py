@@ -154,7 +154,8 @@ def _environment(compiledir: str) -> dict[str, str]:
 
 
 #: Set by :func:`main`: the environment of every fit (its PyTensor compile directory),
-#: whether the first, cache-filling run is timed, and how many timed runs there are.
+#: whether the first, cache-filling run is timed, how many timed runs there are, and
+#: whether our fits may load their stored sampling functions.
 SETTINGS = {"env": None, "cold": False, "repeats": 3, "functions": True}
 
 
@@ -193,10 +194,9 @@ def _run_once(command: list[str], timeout: float, extra_env: dict | None = None)
 
 def ours(name: str, timeout: float) -> dict:
     """A default bayesglmm fit (seed 1) in a fresh interpreter."""
-    command = [sys.executable, "-c", OURS_SCRIPT, name, str(ROOT / "bench")]
-    if not SETTINGS["functions"]:  # every run compiles its sampling functions, as for new data
-        return _run(command, timeout, {"BAYESGLMM_FUNCTION_CACHE": "0"})
-    return _run(command, timeout)
+    # without stored functions, every run compiles its sampling functions, as for new data
+    extra_env = None if SETTINGS["functions"] else {"BAYESGLMM_FUNCTION_CACHE": "0"}
+    return _run([sys.executable, "-c", OURS_SCRIPT, name, str(ROOT / "bench")], timeout, extra_env)
 
 
 def bambi(name: str, sampler: str, python: str, timeout: float) -> dict:
@@ -230,8 +230,9 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     compiledir = args.compiledir or tempfile.mkdtemp(prefix="bayesglmm-bench-pytensor-")
-    SETTINGS.update(env=_environment(compiledir), cold=args.cold, repeats=args.repeats)
-    SETTINGS["functions"] = not args.no_function_cache
+    SETTINGS.update(
+        env=_environment(compiledir), cold=args.cold, repeats=args.repeats, functions=not args.no_function_cache
+    )
     what = "cold" if args.cold else "warm"
     stored = "stored" if SETTINGS["functions"] else "compiled in every run"
     print(f"PyTensor compile directory: {compiledir}; {what} runs timed ({args.repeats} when warm)", flush=True)
