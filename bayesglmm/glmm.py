@@ -321,7 +321,7 @@ class GLMM:
             else:
                 target = self.sampling_model(reduce, centre)
             weights, pairs = ({}, ()) if marginal else self._parameterization(centre)
-            idata = sample(self.pymc_model, cfg, target, self.design, weights, pairs, log_likelihood)
+            idata = sample(lambda: self.pymc_model, cfg, target, self.design, weights, pairs, log_likelihood)
             return GLMMResults(self, idata)
 
     def __repr__(self) -> str:

@@ -417,8 +417,9 @@ def effect_draw_names(design: Design) -> list[str]:
     return [f"{kind}_{block.name}" for kind in ("z", "r") for block in split_blocks(design)[0]]
 
 
-def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design, seed: int) -> None:
-    """Add exact conditional draws of ``z`` and ``r`` to ``idata.posterior``, with the dims ``full`` gives them.
+def complete_posterior(idata, marginal: pm.Model, design: Design, seed: int) -> None:
+    """Add exact conditional draws of ``z`` and ``r`` to ``idata.posterior``, with the dims ``marginal``
+    gives them: ``(group, "{block}__term")``, as in the model that samples them.
 
     One compiled function computes them for a whole chunk of posterior draws
     at once: the graph of the ``z_`` and ``r_`` deterministics, vectorised
@@ -451,7 +452,7 @@ def complete_posterior(idata, marginal: pm.Model, full: pm.Model, design: Design
         parts.append(fn(*inputs))
     for i, name in enumerate(names):
         stacked = np.concatenate([p[i] for p in parts]).reshape(chains, draws, *parts[0][i].shape[1:])
-        posterior[name] = draws_array(stacked, posterior, full, name)
+        posterior[name] = draws_array(stacked, posterior, marginal, name)
 
 
 def _draw_size(design: Design) -> int:

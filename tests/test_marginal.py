@@ -236,9 +236,9 @@ def test_vectorised_draws_follow_the_graph_whatever_the_chunks(sim_gaussian, for
         coords={"chain": [0, 1], "draw": np.arange(S // 2)},
     )
     whole, chunked = az.InferenceData(posterior=posterior), az.InferenceData(posterior=posterior.copy())
-    complete_posterior(whole, model, m.pymc_model, m.design, seed=11)
+    complete_posterior(whole, model, m.design, seed=11)
     monkeypatch.setattr(marginal, "DRAW_BUDGET", 7 * marginal._draw_size(m.design))  # chunks of 7 draws
-    complete_posterior(chunked, model, m.pymc_model, m.design, seed=11)
+    complete_posterior(chunked, model, m.design, seed=11)
     out = marginal.split_blocks(m.design)[0]
     names = [f"z_{b.name}" for b in out]
     for name in names + [f"r_{b.name}" for b in out]:
@@ -290,7 +290,11 @@ def test_marginal_fit_matches_full_fit(sim_gaussian, formula, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bg.ConvergenceWarning)
         marg = m.fit(marginalize=True, **kw)
+        assert m._pymc_model is None  # the model with the effects is built when needed, not by this fit
         full = m.fit(marginalize=False, **kw)
+    assert set(marg.idata.posterior) <= set(m.pymc_model.named_vars)  # the full model's variables,
+    for name in set(marg.idata.posterior) & set(full.idata.posterior):  # with the full fit's dims
+        assert marg.idata.posterior[name].dims == full.idata.posterior[name].dims, name
     assert marg.idata.attrs["marginalized"] == 1 and full.idata.attrs["marginalized"] == 0
     assert marg.idata.attrs["collapsed_rows"] == 0  # marginalised, not collapsed
     a, b = marg.summary(), full.summary()
