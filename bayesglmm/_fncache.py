@@ -11,10 +11,18 @@ The key is a SHA-256 of
 
 * the graph: every operation by class and ``__props__`` (PyTensor's own definition of
   when two operations are equal), how they connect, the types of all variables, and
-  the values of the constants and shared variables (the data);
+  the values of the constants;
 * the compile options the caller passes, PyTensor's configuration hash and the
   rewriting options below, and the versions of PyTensor, PyMC, NumPy and bayesglmm;
 * the source of every module outside PyTensor that defines an operation of the graph.
+
+The values of shared variables (the data: ``pm.Data``, the numbers
+:func:`~bayesglmm.cnuts.lift_numbers` lifts, the parts
+:func:`~bayesglmm.cnuts.hoist_data` computes) are not in the key: PyTensor compiles a
+function for any value of their types, and rewrites never read them.  A stored function
+is loaded with the values of the graph at hand, matched by their order in the graph, so
+a model of the same form fitted to other data of the same shapes (a changed response,
+a simulated data set) loads it too.
 
 A graph with an operation or a type that has no ``__props__``, or whose props hold a
 value of a kind not listed in :func:`_token`, gets no key and is compiled as before.
@@ -49,6 +57,7 @@ from pytensor.graph.type import Type
 from ._atomic import write_atomically
 
 DIRECTORY = "bayesglmm-functions"
+FORMAT = 2  #: of the stored files: (function, positions of its shared inputs)
 MAX_FILES = 64  #: files kept; the least recently used go first ...
 MAX_BYTES = 256 * 2**20  #: ... and so many bytes in all
 MAX_FILE_BYTES = 32 * 2**20  #: a larger pickled function (the data are in it) is not stored
@@ -140,8 +149,8 @@ def _leaf(var: Variable, inputs: list) -> tuple:
         return ("input", inputs.index(var), _described(var.type))
     if isinstance(var, Constant):
         return ("constant", _described(var.type), _token(var.data))
-    if isinstance(var, SharedVariable):
-        return ("shared", _described(var.type), _token(var.get_value(borrow=True)))
+    if isinstance(var, SharedVariable):  # its value is set when the function is loaded
+        return ("shared", _described(var.type))
     raise _UncacheableError(f"a free variable {var}")
 
 
@@ -167,7 +176,7 @@ def graph_key(inputs: list, outputs: list, options: dict) -> str | None:
         digest.update(b"\n")
 
     settings = {name: str(getattr(config, name)) for name in REWRITE_OPTIONS}
-    feed(("versions", pytensor.__version__, pymc.__version__, np.__version__, __version__))
+    feed(("format", FORMAT, "versions", pytensor.__version__, pymc.__version__, np.__version__, __version__))
     feed(
         ("config", config.get_config_hash(), sorted(settings.items()), sorted((k, str(v)) for k, v in options.items()))
     )
@@ -197,22 +206,56 @@ def graph_key(inputs: list, outputs: list, options: dict) -> str | None:
     return digest.hexdigest()
 
 
+def shared_leaves(outputs: list) -> list[SharedVariable]:
+    """The shared variables of the graph of ``outputs``, in the order :func:`graph_key` meets them."""
+    found = [v for node in toposort(outputs) for v in node.inputs if isinstance(v, SharedVariable)]
+    found += [v for v in outputs if isinstance(v, SharedVariable)]
+    return list(dict.fromkeys(found))
+
+
+def _shared_cells(function) -> list:
+    """The storage cells of ``function``'s shared inputs, in its order of inputs."""
+    return [cell.storage for cell, spec in zip(function.input_storage, function.maker.inputs) if spec.implicit]
+
+
+def _positions(function, shared: list[SharedVariable]) -> list[int] | None:
+    """For each shared input of ``function``, its index in ``shared``; None if one is not there."""
+    index = {id(v): i for i, v in enumerate(shared)}
+    positions = [index.get(id(spec.variable)) for spec in function.maker.inputs if spec.implicit]
+    return None if None in positions else positions
+
+
+def _bind(stored, shared: list[SharedVariable]):
+    """The stored function with the values of ``shared`` (the graph at hand) as its shared inputs; None
+    if the file does not hold a function whose shared inputs match."""
+    try:
+        function, positions = stored
+        cells = _shared_cells(function)
+    except Exception:  # an older format, or not a function
+        return None
+    if len(cells) != len(positions) or any(not 0 <= p < len(shared) for p in positions):
+        return None
+    for cell, p in zip(cells, positions):
+        cell[0] = shared[p].get_value(borrow=True)
+    return function
+
+
 def _load(path: Path):
-    """The function stored at ``path``, or None (missing, unreadable, or PyTensor declines to unpickle)."""
+    """What is stored at ``path``, or None (missing, unreadable, or PyTensor declines to unpickle)."""
     try:
         with open(path, "rb") as handle:
-            function = pickle.load(handle)
+            stored = pickle.load(handle)
     except Exception:  # none yet, or a damaged or outdated file: compiled anew and replaced
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used
-    return function
+    return stored
 
 
-def _store(path: Path, function) -> None:
-    """Write ``function`` to ``path`` atomically, then prune the directory (:func:`_prune`)."""
+def _store(path: Path, function, positions: list[int]) -> None:
+    """Write ``function`` and ``positions`` to ``path`` atomically, then prune the directory (:func:`_prune`)."""
     try:
-        blob = pickle.dumps(function, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps((function, positions), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # an operation that does not pickle: nothing is stored
         return
     if len(blob) > MAX_FILE_BYTES:
@@ -241,7 +284,8 @@ def _prune(folder: Path) -> None:
 
 
 def compiled(inputs: list, outputs: list, compile_function: Callable[[], object], options: dict):
-    """``compile_function()``, which compiles ``outputs`` of ``inputs``, or the same function stored earlier.
+    """``compile_function()``, which compiles ``outputs`` of ``inputs``, or the same function stored
+    earlier, given the values of this graph's shared variables.
 
     ``options`` describe everything else ``compile_function`` depends on (the
     compile options, the mode); they enter the key with PyTensor's configuration.
@@ -250,11 +294,14 @@ def compiled(inputs: list, outputs: list, compile_function: Callable[[], object]
     if key is None:
         return compile_function()
     path = directory() / f"{key}.pkl"
-    function = _load(path)
+    shared = shared_leaves(outputs)
+    stored = _load(path)
+    function = None if stored is None else _bind(stored, shared)
     if function is None:
         function = compile_function()
-        if _data_bytes(outputs) <= MAX_FILE_BYTES:  # else not even pickled
-            _store(path, function)
+        positions = _positions(function, shared)
+        if positions is not None and _data_bytes(outputs) <= MAX_FILE_BYTES:  # else not even pickled
+            _store(path, function, positions)
     return function
 
 

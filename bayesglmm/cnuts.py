@@ -84,6 +84,35 @@ def _is_data_number(var) -> bool:
     return bool(np.isfinite(value)) and not ((2.0 * value).is_integer() and abs(value) <= 4.0)
 
 
+def _is_data_array(var) -> bool:
+    """A float constant of several elements, not all equal: data.
+
+    Rewrites read the values of uniform arrays only (as the number they
+    repeat: a fill of ones, say), and those stay constants.
+    """
+    if not isinstance(var, TensorConstant) or var.dtype not in ("float32", "float64") or var.data.size < 2:
+        return False
+    flat = var.data.ravel()
+    return not bool(np.all(flat == flat[0]))
+
+
+def _lift(outputs: list, is_data: Callable) -> list:
+    """``outputs`` with the constants ``is_data`` picks held in shared variables, one per distinct value
+    (as PyTensor merges equal constants, so that the operations reading them still merge)."""
+    found = [v for v in ancestors(outputs) if is_data(v)]
+    if not found:
+        return list(outputs)
+    held: dict = {}
+    swap = {}
+    for v in found:
+        value = np.asarray(v.data)
+        signature = (v.type, value.dtype.str, value.shape, value.tobytes())
+        if signature not in held:
+            held[signature] = pytensor.shared(value, shape=v.type.shape)
+        swap[v] = held[signature]
+    return list(graph_replace(list(outputs), swap, strict=False))
+
+
 def lift_numbers(outputs: list) -> list:
     """``outputs`` with their data-dependent scalar constants held in shared variables.
 
@@ -94,11 +123,19 @@ def lift_numbers(outputs: list) -> list:
     process loads.  As shared variables they are inputs of that code instead.
     Constants such as 0.5 or 2, which rewrites recognise, stay constants.
     """
-    numbers = {v for v in ancestors(outputs) if _is_data_number(v)}
-    if not numbers:
-        return list(outputs)
-    swap = {v: pytensor.shared(np.asarray(v.data), shape=v.type.shape) for v in numbers}
-    return list(graph_replace(list(outputs), swap, strict=False))
+    return _lift(outputs, _is_data_number)
+
+
+def lift_arrays(outputs: list) -> list:
+    """``outputs`` with their data arrays (:func:`_is_data_array`) held in shared variables.
+
+    A stored function is found by its graph, in which the values of shared
+    variables do not count (:mod:`bayesglmm._fncache`): the marginal model's
+    sufficient statistics, built as constants, would otherwise tie it to one
+    data set.  Parts computed from them alone are then evaluated once by
+    :func:`hoist_data`, as PyTensor folded them as constants.
+    """
+    return _lift(outputs, _is_data_array)
 
 
 def _depends(nodes: list, roots: list) -> set:
@@ -227,8 +264,8 @@ def _compile_functions(model: pm.Model, names: list[str]) -> CFunctions:
     grad = pt.concatenate([pt.flatten(g) for g in pt.grad(logp, values)])
     stored = model.replace_rvs_by_values([model[name] for name in names])
     (logp, grad, *stored), joined = join_nonshared_inputs(start, [logp, grad, *stored], values)
-    logp, grad = hoist_data([logp, grad], joined, x0)
-    density, stored = lift_numbers([logp, grad]), lift_numbers(stored)
+    logp, grad = hoist_data(lift_arrays([logp, grad]), joined, x0)
+    density, stored = lift_numbers([logp, grad]), lift_numbers(lift_arrays(stored))
     logp_dlogp = _compiled(model, [joined], density)
     expand = _compiled(model, [joined], stored, on_unused_input="ignore")
 

@@ -1,4 +1,5 @@
-"""Compiled sampling functions kept on disk: keyed by the whole graph, loaded only for the same one."""
+"""Compiled sampling functions kept on disk: keyed by the graph and its constants, loaded for the same
+graph whatever the values of its shared variables (the data), which the loaded function then reads."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _graph(data, constant=2.0, op=pt.exp, dtype="float64"):
     """A density-like graph of an input vector, a shared data vector and a constant: inputs, outputs."""
     x = pt.vector("x", dtype=dtype)
     y = pytensor.shared(np.asarray(data, dtype="float64"), name="y")
-    out = pt.sum((y - x[0]) ** 2) * op(x[1]) + constant
+    out = pt.sum((y - x[0]) ** 2) * op(x[1]) + pt.sum(constant)
     return [x], [out, pt.grad(out, x)]
 
 
@@ -33,14 +34,15 @@ def _key(*args, options=None, **kwargs):
 
 
 def test_key_is_the_graph_not_its_objects():
-    """New variables, other names, the same graph: one key.  Any change of data, constant,
-    operation, type, input order or option: another."""
+    """New variables, other names, the same graph, other values of the shared data: one key.
+    Any change of constant, operation, type, input order or option: another."""
     data = [1.0, 2.0, 3.5]
     key = _key(data)
-    assert key is not None and key == _key(list(data))
+    assert key is not None and key == _key(list(data)) == _key([1.0, 2.0, 3.5000001]) == _key([4.0, 5.0])
     changed = [
-        _key([1.0, 2.0, 3.5000001]),
-        _key(data, constant=2.5),
+        _key(data, constant=2.5000001),
+        _key(data, constant=np.array([2.0, 3.0])),
+        _key(data, constant=np.array([2.0, 3.0000001])),
         _key(data, op=pt.log),
         _key(data, dtype="float32"),
         _key(data, options={"mode": "other"}),
@@ -110,6 +112,67 @@ def test_a_stored_function_is_loaded_and_computes_the_same(folder, target, monke
 
 def _refuse(*_args, **_kwargs):
     raise AssertionError("compiled, although the function was stored")
+
+
+def test_a_loaded_function_reads_the_data_of_the_graph_at_hand(folder):
+    """Stored for one data vector, loaded for another (of another length too): the new data's values."""
+    (x,), outputs = _graph([1.0, 2.0, 3.5])
+    _fncache.compiled([x], outputs, lambda: pytensor.function([x], outputs), {})
+    for data in ([1.0, 2.0, 3.5], [-4.0, 0.25, 9.0], [7.0, 8.0]):
+        (x,), outputs = _graph(data)
+        loaded = _fncache.compiled([x], outputs, _refuse, {})
+        point = np.array([0.3, -0.2])
+        fresh = pytensor.function([x], outputs)(point)
+        for a, b in zip(loaded(point), fresh):
+            np.testing.assert_array_equal(a, b)
+    assert len(list(folder.glob("*.pkl"))) == 1
+
+
+def test_data_arrays_are_lifted_into_shared_variables():
+    """Float arrays become shared variables, one per distinct value; uniform arrays and integers
+    (which rewrites read) stay constants; the graph computes the same."""
+    x = pt.vector("x")
+    data = np.array([1.0, 2.0, 4.0])
+    out = pt.sum(x * pt.as_tensor(data)) + pt.sum(x * pt.as_tensor(data.copy()))
+    out = out + pt.sum(x * pt.as_tensor(np.ones(3))) + x[pt.as_tensor(np.array([0, 2]))].sum()
+    (lifted,) = cnuts.lift_arrays([out])
+    leaves = [v for v in pytensor.graph.traversal.ancestors([lifted]) if v.owner is None and v is not x]
+    shared = [v for v in leaves if isinstance(v, pytensor.compile.sharedvalue.SharedVariable)]
+    assert len(shared) == 1 and np.array_equal(shared[0].get_value(), data)
+    assert any(getattr(v, "data", None) is not None and np.array_equal(v.data, np.ones(3)) for v in leaves)
+    point = np.array([0.5, -1.0, 2.0])
+    assert pytensor.function([x], lifted)(point) == pytensor.function([x], out)(point)
+
+
+@pytest.mark.parametrize(
+    ("formula", "family"), [("y ~ x + (1 + x | g)", "gaussian"), ("y ~ x + (1 + x | g)", "poisson")]
+)
+def test_a_model_of_the_same_form_loads_the_functions_of_other_data(folder, sim_gaussian, formula, family, monkeypatch):
+    """Same formula, other response values (a marginal gaussian model's sufficient statistics,
+    a poisson model's rows): the stored functions are loaded and compute the new data's density."""
+
+    def functions(df):
+        m = bg.GLMM(formula, df, family=family)
+        target = m.marginal_model(fused=True) if family == "gaussian" else m.sampling_model()
+        return cnuts.compile_functions(target, ["fixef", "sigma"] if family == "gaussian" else ["fixef"])
+
+    first = sim_gaussian.assign(y=np.round(np.abs(sim_gaussian["y"]) * 3))
+    second = first.assign(y=first["y"].to_numpy()[::-1])
+    functions(first)
+    stored = sorted(folder.glob("*.pkl"))
+    monkeypatch.setenv("BAYESGLMM_FUNCTION_CACHE", "0")
+    fresh = functions(second)
+    monkeypatch.setenv("BAYESGLMM_FUNCTION_CACHE", "1")
+    monkeypatch.setattr(cnuts, "compile_fn", _refuse)
+    loaded = functions(second)
+    assert sorted(folder.glob("*.pkl")) == stored and len(stored) == 2
+    for seed in range(3):
+        x = fresh.initial(seed)
+        (a, da), (b, db) = fresh.logp_dlogp(x), loaded.logp_dlogp(x)
+        assert float(a) == float(b) and float(a) != float(functions(first).logp_dlogp(x)[0])
+        np.testing.assert_array_equal(da, db)
+        for u, v in zip(fresh.expand(x), loaded.expand(x)):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_a_damaged_file_is_compiled_anew_and_replaced(folder, target):
