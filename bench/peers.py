@@ -21,14 +21,15 @@ loads grows with everything ever compiled in a directory: 0.05-0.1 s with the ~1
 modules of cbpp and sleepstudy and their peers, 2.2-4 s with a development machine's
 ~980, for bambi and for us alike.  It would otherwise measure the machine's history.  ``--cold`` times the first
 run instead.  bayesglmm also stores its compiled sampling functions in that directory
-(``bayesglmm/_fncache.py``), keyed by the model and its data: a warm run loads them and
-skips PyTensor's rewriting, as a re-run script would.  ``--no-function-cache`` makes every
-run of ours compile them, as a first fit of new data does (the C modules still come from
-the cache).  ``--second-fit`` times, in every process, a fit that follows an untimed one
-of the same model on other data (the rows without the first), as a notebook's next fit
-does: what each tool does once per process (importing setuptools, loading its compiled
-modules, tracing) is then paid, and what it does per model and data is not.  With
-``--no-function-cache`` it measures our fits of new data in a working session.
+(``bayesglmm/_fncache.py``), keyed by the model's form, not the values of its data: a
+warm run loads them and skips PyTensor's rewriting, as a re-run script would.
+``--no-function-cache`` makes every run of ours compile them, as a first fit of a new
+model does (the C modules still come from the cache).  ``--second-fit`` times, in every
+process, a fit that follows an untimed one of the same model on other data (the rows
+without the first), as a notebook's next fit does: what each tool does once per process
+(importing setuptools, loading its compiled modules, tracing) is then paid.  Our second
+fit then loads the functions the first stored (same form); with ``--no-function-cache``
+it compiles them.
 
 Run: ``python bench/peers.py --bambi-python /path/to/venv/bin/python [--models cbpp sleepstudy]``.
 Results are appended to ``bench/results/peers.csv``.
