@@ -16,13 +16,14 @@ The key is a SHA-256 of
   rewriting options below, and the versions of PyTensor, PyMC, NumPy and bayesglmm;
 * the source of every module outside PyTensor that defines an operation of the graph.
 
-The values of shared variables (the data: ``pm.Data``, the numbers
-:func:`~bayesglmm.cnuts.lift_numbers` lifts, the parts
-:func:`~bayesglmm.cnuts.hoist_data` computes) are not in the key: PyTensor compiles a
-function for any value of their types, and rewrites never read them.  A stored function
-is loaded with the values of the graph at hand, matched by their order in the graph, so
-a model of the same form fitted to other data of the same shapes (a changed response,
-a simulated data set) loads it too.
+The values of shared variables (the data: ``pm.Data``, the numbers and arrays
+:func:`~bayesglmm.cnuts.lift_numbers` and :func:`~bayesglmm.cnuts.lift_arrays` take out
+of the constants, the parts :func:`~bayesglmm.cnuts.hoist_data` computes) are not in the
+key: PyTensor compiles a function for any value of their types (static shapes included),
+and rewrites never read them.  A stored function is loaded with the values of the graph
+at hand, matched by their order in the graph, so a model of the same form fitted to
+other data (a changed response, a simulated data set, with as many levels per grouping
+factor) loads it too.
 
 A graph with an operation or a type that has no ``__props__``, or whose props hold a
 value of a kind not listed in :func:`_token`, gets no key and is compiled as before.
