@@ -168,6 +168,13 @@ def _module_source(cls: type) -> str:
 
 def graph_key(inputs: list, outputs: list, options: dict) -> str | None:
     """The key of compiling ``outputs`` as a function of ``inputs`` with ``options``; None if there is none."""
+    keyed = _keyed(inputs, outputs, options)
+    return None if keyed is None else keyed[0]
+
+
+def _keyed(inputs: list, outputs: list, options: dict) -> tuple[str, list[SharedVariable]] | None:
+    """:func:`graph_key`, and the graph's shared variables in the order the key numbers them
+    (the order a stored function's shared inputs are matched in); None if there is no key."""
     from . import __version__  # the package imports this module
 
     digest = hashlib.sha256()
@@ -204,14 +211,7 @@ def graph_key(inputs: list, outputs: list, options: dict) -> str | None:
         feed(("sources", sorted((f"{c.__module__}.{c.__qualname__}", _module_source(c)) for c in sources)))
     except (_UncacheableError, OSError, RecursionError):
         return None
-    return digest.hexdigest()
-
-
-def shared_leaves(outputs: list) -> list[SharedVariable]:
-    """The shared variables of the graph of ``outputs``, in the order :func:`graph_key` meets them."""
-    found = [v for node in toposort(outputs) for v in node.inputs if isinstance(v, SharedVariable)]
-    found += [v for v in outputs if isinstance(v, SharedVariable)]
-    return list(dict.fromkeys(found))
+    return digest.hexdigest(), [v for v in ids if isinstance(v, SharedVariable)]
 
 
 def _shared_cells(function) -> list:
@@ -291,11 +291,11 @@ def compiled(inputs: list, outputs: list, compile_function: Callable[[], object]
     ``options`` describe everything else ``compile_function`` depends on (the
     compile options, the mode); they enter the key with PyTensor's configuration.
     """
-    key = graph_key(inputs, outputs, options) if enabled() else None
-    if key is None:
+    keyed = _keyed(inputs, outputs, options) if enabled() else None
+    if keyed is None:
         return compile_function()
+    key, shared = keyed
     path = directory() / f"{key}.pkl"
-    shared = shared_leaves(outputs)
     stored = _load(path)
     function = None if stored is None else _bind(stored, shared)
     if function is None:

@@ -106,7 +106,7 @@ def _lift(outputs: list, is_data: Callable) -> list:
     swap = {}
     for v in found:
         value = np.asarray(v.data)
-        signature = (v.type, value.dtype.str, value.shape, value.tobytes())
+        signature = (v.type, value.tobytes())  # a constant's type holds its dtype and whole shape
         if signature not in held:
             held[signature] = pytensor.shared(value, shape=v.type.shape)
         swap[v] = held[signature]

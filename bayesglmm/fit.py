@@ -386,9 +386,11 @@ def sample(
         if marginal:
             seed = int(np.random.SeedSequence([cfg.random_seed, 1]).generate_state(1)[0])
             complete_posterior(idata, target, design, seed)
+            collapsed = 0
         else:
             full = model()
             idata.posterior = idata.posterior[[v for v in idata.posterior.data_vars if v in full.named_vars]]
+            collapsed = _rows(target) if _rows(target) < _rows(full) else 0
         seconds = time.perf_counter() - start
     idata.attrs.update(
         {
@@ -401,7 +403,7 @@ def sample(
             "target_accept": cfg.target_accept,
             "marginalized": int(marginal),
             "log_likelihood": "on demand",
-            "collapsed_rows": _rows(target) if not marginal and _rows(target) < _rows(full) else 0,
+            "collapsed_rows": collapsed,
             "centred_blocks": ",".join(centring),
             "nested_pairs": ",".join(f"{pair.parent}>{pair.child}" for pair in nested),
             "mass_matrix": "draws" if draw_mass or cfg.sampler == "numpyro" else "gradients",

@@ -231,8 +231,12 @@ from bayesglmm import _fncache, cnuts
 from tests.test_fit import _sim
 import bayesglmm as bg
 keys = []
-original = _fncache.graph_key
-_fncache.graph_key = lambda *a: keys.append(original(*a)) or keys[-1]
+original = _fncache._keyed
+def recording(*args):
+    keyed = original(*args)
+    keys.append(None if keyed is None else keyed[0])
+    return keyed
+_fncache._keyed = recording
 target = bg.GLMM("y ~ x + (1 | school)", _sim(), family="poisson").sampling_model()
 fns = cnuts.compile_functions(target, ["fixef"])
 print("KEYS", *keys, float(fns.logp_dlogp(fns.initial(2))[0]))
