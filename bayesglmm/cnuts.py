@@ -72,13 +72,18 @@ class CFunctions:
     ndim: int
 
 
+def _dense_float_constant(var) -> bool:
+    """A constant dense array of floats (not a sparse matrix: :class:`~bayesglmm.marginal.SparseResiduals`)."""
+    return isinstance(var, TensorConstant) and isinstance(var.data, np.ndarray) and var.dtype in ("float32", "float64")
+
+
 def _is_data_number(var) -> bool:
     """A float constant of one element that does not look structural.
 
     Structural: infinities and the halves and whole numbers up to 4 that
     rewrites recognise (exponents such as 2 or -0.5, factors 0 and ±1).
     """
-    if not isinstance(var, TensorConstant) or var.dtype not in ("float32", "float64") or var.data.size != 1:
+    if not _dense_float_constant(var) or var.data.size != 1:
         return False
     value = float(var.data.ravel()[0])
     return bool(np.isfinite(value)) and not ((2.0 * value).is_integer() and abs(value) <= 4.0)
@@ -90,7 +95,7 @@ def _is_data_array(var) -> bool:
     Rewrites read the values of uniform arrays only (as the number they
     repeat: a fill of ones, say), and those stay constants.
     """
-    if not isinstance(var, TensorConstant) or var.dtype not in ("float32", "float64") or var.data.size < 2:
+    if not _dense_float_constant(var) or var.data.size < 2:
         return False
     flat = var.data.ravel()
     return not bool(np.all(flat == flat[0]))

@@ -189,9 +189,11 @@ def choose_marginal_sampler(cfg: FitConfig, design: Design) -> FitConfig:
     then one C operation (:mod:`bayesglmm.marginal_op`), which numba cannot
     run.  5000 levels of ``(1 + x | g)``, 50,000 rows, seed 1, single fits:
     22.5 s with nutpie-c against 50.1 s with nutpie's numba on the graph
-    (min bulk ESS 3536 and 3635).  The ``"partial"`` layout reads the rows at
-    every gradient (:class:`~bayesglmm.marginal.RowResiduals`): its size is
-    that of the data, as for a model that samples its effects.
+    (min bulk ESS 3536 and 3635).  The ``"partial"`` layout reads sparse
+    cross-products at every gradient (:mod:`bayesglmm.sparse_stats`), as many
+    non-zeros as rows where the sampled and integrated factors are crossed
+    (InstEval): its size is taken to be that of the data, as for a model
+    that samples its effects.
     """
     if cfg.sampler != "auto":  # chosen by the caller, or already resolved
         return cfg

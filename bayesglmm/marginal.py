@@ -34,9 +34,10 @@ Three layouts of ``M``:
   are sampled (:func:`split_blocks` says which).  Given the sampled effects,
   ``M`` is again block diagonal over that factor's levels; the residuals
   ``r = y - Xβ - Σ Z u`` (the sampled factors' effects ``u``) then change
-  with every draw, so they enter row by row (:class:`RowResiduals`), not
-  through statistics computed once.  InstEval (2972 students, 1128
-  lecturers in 14 departments) loses its 1128 sampled lecturers.
+  with every draw; they enter through sparse cross-products of the design
+  computed once (:mod:`bayesglmm.sparse_stats`), not row by row.  InstEval
+  (2972 students, 1128 lecturers in 14 departments) loses its 1128 sampled
+  lecturers.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .batch import UNREWRITTEN, batched_function, draws_array, flat_draws, reach
 from .design import Design, GroupBlock
 from .marginal_op import block_marginal
 from .parameterization import parent_map
+from .sparse_stats import SparseResiduals
 
 #: Largest number of random effects for the dense (several-factor) layout.
 DENSE_MAX = 1000
@@ -205,32 +207,6 @@ class Residuals:
         return pt.as_tensor(Ze) - (pt.as_tensor(np.ascontiguousarray(ZA)) * self._d()).sum(axis=2)
 
 
-@dataclass(frozen=True)
-class RowResiduals:
-    """The residuals ``r`` (rows) of the partial layout, which hold the sampled effects.
-
-    Same two statistics as :class:`Residuals`, computed from the rows at
-    every evaluation: ``rᵀr`` and the per-level ``Σ Z r`` (one scatter-add
-    per term).
-    """
-
-    r: pt.TensorVariable  #: (n,)
-
-    def squares(self) -> pt.TensorVariable:
-        """``rᵀr``."""
-        return (self.r**2).sum()
-
-    def group_sums(self, block: GroupBlock) -> pt.TensorVariable:
-        """Per level j, ``Σ_{i in j} Z_i r_i``: shape (J, k)."""
-        zeros = pt.zeros(len(block.levels))
-        cols = []
-        for t in range(len(block.terms)):
-            column = block.Z[:, t]
-            weighted = self.r if np.all(column == 1.0) else self.r * np.ascontiguousarray(column)
-            cols.append(pt.inc_subtensor(zeros[block.idx], weighted))
-        return pt.stack(cols, axis=1)
-
-
 def _small_cholesky(M: pt.TensorVariable, k: int) -> list[list[pt.TensorVariable]]:
     """Cholesky factors of J stacked k × k matrices, unrolled: ``C[i][j]`` has shape (J,)."""
     C = [[None] * k for _ in range(k)]
@@ -370,7 +346,7 @@ def add_marginal_likelihood(
 
 def add_partial_likelihood(
     design: Design,
-    eta: pt.TensorVariable,
+    linear: tuple[np.ndarray, pt.TensorVariable, tuple[GroupBlock, ...], dict],
     y: np.ndarray,
     scales: dict[str, pt.TensorVariable],
     sigma: pt.TensorVariable,
@@ -378,14 +354,16 @@ def add_partial_likelihood(
     """:func:`add_marginal_likelihood` of the ``"partial"`` layout.
 
     ``design`` holds only the blocks of the factor integrated out
-    (:func:`split_blocks`); ``eta`` is the rest of the linear predictor, row
-    by row (the fixed part and the sampled factors' effects), and ``y`` the
-    response minus any offset.
+    (:func:`split_blocks`) and ``y`` the response minus any offset; the rest
+    of the linear predictor is ``linear``: ``(A, θ)`` of the fixed part, the
+    sampled blocks and their (J, k) effects, whose statistics are sparse
+    cross-products computed once (:class:`~bayesglmm.sparse_stats.SparseResiduals`).
     """
     merged = single_factor(design)  # the blocks of one factor (split_blocks)
     sigma2 = sigma**2
     L = joint_scale(design.blocks, scales)
-    r = RowResiduals(pt.as_tensor(y) - eta)
+    A, theta, sampled, effects = linear
+    r = SparseResiduals.build((A, theta), sampled, effects, merged, y)
     logdet, ww, z = _blocks_terms(merged, _level_sums(merged, merged.Z), L, sigma2, r)
     value = _log_likelihood(design, sigma2, logdet, r.squares(), ww)
     _add_terms(design.blocks, value, _split_draws(design.blocks, z), scales)
@@ -457,11 +435,12 @@ def complete_posterior(idata, marginal: pm.Model, design: Design, seed: int) -> 
 
 def _draw_size(design: Design) -> int:
     """Values of the largest intermediate arrays per posterior draw: J k² for one factor
-    (and the n residuals in the partial layout), q² for several."""
+    (and the sampled coefficients ``θ`` in the partial layout), q² for several."""
     blocks, sampled = split_blocks(design)
     q = sum(len(b.levels) * len(b.terms) for b in blocks)
     if sampled or single_factor(design) is not None:
-        return q * sum(len(b.terms) for b in blocks) + (design.n if sampled else 0)
+        coefficients = design.fixed.X.shape[1] + sum(len(b.levels) * len(b.terms) for b in sampled)
+        return q * sum(len(b.terms) for b in blocks) + (coefficients if sampled else 0)
     return q * q
 
 

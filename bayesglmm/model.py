@@ -344,24 +344,30 @@ def _nested_effects(
     return _stored_effects(parent, u[:, None], scale_p), _stored_effects(child, v[:, None], scale_c)
 
 
-def _random_part(
+def _random_effects(
     design: Design,
     priors: PriorSet,
     centring: Mapping[str, np.ndarray],
     anchors: Mapping[str, pt.TensorVariable],
     nested: tuple[NestedPair, ...] = (),
-) -> pt.TensorVariable:
-    """Add every random-effect block; return their contribution to eta."""
+) -> dict[str, pt.TensorVariable]:
+    """Add every random-effect block; return each block's (J, k) effects, in the design's order."""
     blocks = {block.name: block for block in design.blocks}
     effects = {}
     for pair in nested:
         effects[pair.parent], effects[pair.child] = _nested_effects(
             pair, blocks[pair.parent], blocks[pair.child], priors
         )
-    eta = 0.0
     for block in design.blocks:
         if block.name not in effects:
             effects[block.name] = _block_effects(block, priors, centring.get(block.name), anchors.get(block.name, 0.0))
+    return {name: effects[name] for name in blocks}
+
+
+def _random_eta(design: Design, effects: Mapping[str, pt.TensorVariable]) -> pt.TensorVariable:
+    """The random effects' contribution to eta."""
+    eta = 0.0
+    for block in design.blocks:
         idx = pm.Data(f"idx_{block.name}", block.idx)
         Z = None if block.intercept_only else pm.Data(f"Z_{block.name}", block.Z)
         eta = eta + _block_eta(block, effects[block.name], idx, Z, design.n_predictors)
@@ -421,11 +427,12 @@ def _add_marginal(
     params = family.add_parameters(priors.aux, link, shift)
     y = design.y - (0.0 if design.offset is None else design.offset)
     y = np.asarray(y, dtype="float64")
-    if sampled:
-        eta = fixed_eta + _random_part(dataclasses.replace(design, blocks=sampled), priors, {}, {})
-        add_partial_likelihood(dataclasses.replace(design, blocks=out), eta, y, scales, params["sigma"])
-        return
     A, theta = _fixed_affine(model, design, internal)
+    if sampled:
+        part = dataclasses.replace(design, blocks=sampled)
+        linear = (A, theta, sampled, _random_effects(part, priors, {}, {}))
+        add_partial_likelihood(dataclasses.replace(design, blocks=out), linear, y, scales, params["sigma"])
+        return
     add_marginal_likelihood(design, A, theta, y, scales, params["sigma"], fused=fused)
 
 
@@ -475,7 +482,8 @@ def build_model(
             params = family.add_parameters(priors.aux, link, shift)
             internal = [family.anchor_level(params), internal[1]]
         anchors = _anchors(design, centring or {}, internal) if m == 1 else {}
-        eta = pm.Deterministic("eta", eta + _random_part(design, priors, centring or {}, anchors, nested))
+        effects = _random_effects(design, priors, centring or {}, anchors, nested)
+        eta = pm.Deterministic("eta", eta + _random_eta(design, effects))
         params = family.add_parameters(priors.aux, link, shift) if params is None else params
         pm.Deterministic("mu", family.mean(eta, link, params))
         family.likelihood(OBSERVED, eta, link, params, observed, trials)
