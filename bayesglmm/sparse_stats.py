@@ -124,28 +124,35 @@ class SparseResiduals:
         out: GroupBlock,
         y: np.ndarray,
     ) -> SparseResiduals:
-        """Statistics of ``y - A θ``: ``fixed`` is ``(A, θ)`` of the fixed part, ``effects`` the
-        (J, k) effects of every block of ``sampled``, ``out`` the factor integrated out."""
-        A_fixed, theta_fixed = fixed
-        columns, coefs = [sparse.csr_matrix(A_fixed)], [theta_fixed]
+        """Statistics of ``y - A θ``: ``fixed`` is ``(X, θ)`` of the fixed part (``X`` dense, n × p),
+        ``effects`` the (J, k) effects of every block of ``sampled``, ``out`` the factor integrated out.
+
+        ``A = [X, Z]`` with ``Z`` the sampled terms' sparse indicator columns; ``X`` enters the
+        cross-products as dense blocks (``XᵀX``, ``ZᵀX``, ``Z̃ᵀX``), never as an n × p sparse matrix.
+        """
+        X, theta_fixed = fixed
+        columns, coefs = [], [theta_fixed]
         for block in sampled:
             for t in range(len(block.terms)):
                 columns.append(indicator(block.Z[:, t], block.idx, len(block.levels)))
                 coefs.append(effects[block.name][:, t])
-        A = sparse.hstack(columns, format="csr")
-        p = A_fixed.shape[1]
-        theta0 = np.zeros(A.shape[1])
-        theta0[:p] = np.linalg.lstsq(A_fixed, y, rcond=None)[0] if p else 0.0
-        e = y - A_fixed @ theta0[:p]
-        Zt = [indicator(out.Z[:, t], out.idx, len(out.levels)).T.tocsr() for t in range(len(out.terms))]
+        Z = sparse.hstack(columns, format="csr")  # the sampled terms; A = [X, Z]
+        p = X.shape[1]
+        theta0 = np.zeros(p + Z.shape[1])
+        theta0[:p] = np.linalg.lstsq(X, y, rcond=None)[0] if p else 0.0
+        e = y - X @ theta0[:p]
+        out_cols = [indicator(out.Z[:, t], out.idx, len(out.levels)).T.tocsr() for t in range(len(out.terms))]
+        Zt = sparse.vstack(out_cols, format="csr")  # (k J, n)
+        ZtX = sparse.csr_matrix(np.asarray(Z.T @ X))
+        AtA = sparse.bmat([[sparse.csr_matrix(X.T @ X), ZtX.T], [ZtX, Z.T @ Z]])
         return cls(
             theta=pt.concatenate(coefs),
             theta0=theta0,
             ee=float(e @ e),
-            Ate=np.asarray(A.T @ e),
-            AtA=csr_constant(A.T @ A),
-            Ze=np.ascontiguousarray(np.stack([z @ e for z in Zt])),
-            ZA=csr_constant(sparse.vstack([z @ A for z in Zt])),
+            Ate=np.concatenate([X.T @ e, Z.T @ e]),
+            AtA=csr_constant(AtA),
+            Ze=np.ascontiguousarray((Zt @ e).reshape(len(out.terms), -1)),
+            ZA=csr_constant(sparse.hstack([sparse.csr_matrix(np.asarray(Zt @ X)), Zt @ Z])),
         )
 
     def _d(self) -> pt.TensorVariable:
