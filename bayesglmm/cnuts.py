@@ -73,7 +73,7 @@ class CFunctions:
 
 
 def _dense_float_constant(var) -> bool:
-    """A constant dense array of floats (not a sparse matrix: :class:`~bayesglmm.marginal.SparseResiduals`)."""
+    """A constant dense array of floats (not a sparse matrix: :class:`~bayesglmm.sparse_stats.SparseResiduals`)."""
     return isinstance(var, TensorConstant) and isinstance(var.data, np.ndarray) and var.dtype in ("float32", "float64")
 
 

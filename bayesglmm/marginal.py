@@ -355,15 +355,15 @@ def add_partial_likelihood(
 
     ``design`` holds only the blocks of the factor integrated out
     (:func:`split_blocks`) and ``y`` the response minus any offset; the rest
-    of the linear predictor is ``linear``: ``(A, θ)`` of the fixed part, the
+    of the linear predictor is ``linear``: ``(X, θ)`` of the fixed part, the
     sampled blocks and their (J, k) effects, whose statistics are sparse
     cross-products computed once (:class:`~bayesglmm.sparse_stats.SparseResiduals`).
     """
     merged = single_factor(design)  # the blocks of one factor (split_blocks)
     sigma2 = sigma**2
     L = joint_scale(design.blocks, scales)
-    A, theta, sampled, effects = linear
-    r = SparseResiduals.build((A, theta), sampled, effects, merged, y)
+    X, theta, sampled, effects = linear
+    r = SparseResiduals.build((X, theta), sampled, effects, merged, y)
     logdet, ww, z = _blocks_terms(merged, _level_sums(merged, merged.Z), L, sigma2, r)
     value = _log_likelihood(design, sigma2, logdet, r.squares(), ww)
     _add_terms(design.blocks, value, _split_draws(design.blocks, z), scales)

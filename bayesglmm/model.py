@@ -410,7 +410,6 @@ def _add_marginal(
     link: Link,
     priors: PriorSet,
     model: pm.Model,
-    fixed_eta: pt.TensorVariable,
     shift: pt.TensorVariable,
     internal: list,
     fused: bool,
@@ -419,7 +418,7 @@ def _add_marginal(
 
     It reads ``y - offset`` and the fixed-effects design through statistics
     computed once, not eta; in the ``"partial"`` layout the sampled factors'
-    effects join the fixed part in a linear predictor of the rows
+    effects join the fixed coefficients in those statistics
     (:func:`~bayesglmm.marginal.add_partial_likelihood`).
     """
     out, sampled = split_blocks(design)
@@ -472,7 +471,7 @@ def build_model(
         fixed_eta, shift, internal = _fixed_part(design, priors)
         m = design.n_predictors
         if marginal:
-            _add_marginal(design, family, link, priors, model, fixed_eta, shift, internal, fused)
+            _add_marginal(design, family, link, priors, model, shift, internal, fused)
             return model
         eta = (pt.zeros(observed.shape[0]) if m == 1 else pt.zeros((observed.shape[0], m))) + fixed_eta
         if design.offset is not None:

@@ -34,8 +34,9 @@ class SparseProduct(StructuredDot):
     The conditional draws of the integrated effects are computed for a
     batch of posterior draws at once by vectorising their graph
     (:func:`bayesglmm.marginal.complete_posterior`), which PyTensor cannot do
-    for a sparse product; :func:`_vectorize_sparse_product` stacks the
-    batch as columns of the dense operand.  Compiled as ``StructuredDot``
+    for a sparse product; :func:`_vectorize_sparse_product`, registered with
+    PyTensor's vectorisation for this class only, stacks the batch as columns
+    of the dense operand.  Compiled as ``StructuredDot``
     (its C, numba and JAX implementations are found through the class).
     """
 
@@ -71,8 +72,8 @@ def csr_constant(matrix) -> pt.TensorVariable:
 def quadratic_form(H: pt.TensorVariable, d: pt.TensorVariable) -> pt.TensorVariable:
     """``dᵀ H d`` for a constant symmetric sparse ``H``, whose gradient ``2 H d`` reuses the forward product.
 
-    Through the product itself PyTensor's gradient is ``H d + Hᵀ d``: two
-    sparse products per gradient instead of one.  The graph is inlined when
+    Through the product itself PyTensor's gradient is ``g H d + Hᵀ (g d)``:
+    two sparse products per gradient instead of one.  The graph is inlined when
     compiled, after the gradient is taken, and the two ``H d`` merge.
     """
     x = pt.vector("d", dtype=d.dtype)
